@@ -1,0 +1,24 @@
+//! # tokenswarm
+//!
+//! A Locust worker, written in Rust, that load-tests LLM inference servers.
+//! A stock Locust master drives it over Locust's own ZeroMQ + msgpack
+//! protocol; it sends token-shaped, streamed LLM requests and reports LLM
+//! metrics beside Locust's request table.
+//!
+//! # Layout (one owner per concern)
+//! - [`scenario`]: the test definition (scenarios, load, SLOs) and its validation.
+//! - [`outcome`]: what one request measured; the only type from `llm` to `metrics`.
+//! - [`llm`]: token-shaped prompts, request bodies per provider, SSE parsing,
+//!   per-request timings.
+//! - [`load`]: users and arrival schedules: ramps, wait times, open-loop rates.
+//! - [`metrics`]: aggregation of outcomes into Locust entries and LLM histograms.
+//! - [`locust`]: the Locust worker protocol; `locust::wire` alone sees msgpack.
+//! - [`sim`]: the built-in OpenAI/Anthropic-compatible server simulator.
+
+pub mod llm;
+pub mod load;
+pub mod locust;
+pub mod metrics;
+pub mod outcome;
+pub mod scenario;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! The Locust worker protocol. (stub: being built)

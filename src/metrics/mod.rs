@@ -1,0 +1,1 @@
+//! Aggregation of request outcomes. (stub: being built)

@@ -1,0 +1,154 @@
+//! The result of one LLM request: the only type that crosses from the LLM
+//! client (`crate::llm`) into metrics (`crate::metrics`).
+//!
+//! It is plain data. Durations are `Duration`s measured on tokio's monotonic
+//! clock (so a paused test clock controls them); the wall-clock second is kept
+//! separately because Locust keys its per-second maps by Unix second.
+//! A failure is data too: `failure` is `Some` and the timings hold what was
+//! measured before it happened.
+
+use std::time::Duration;
+
+/// Why a request failed. `Copy` and allocation-free, so counting failures on
+/// the hot path costs nothing; the human text lives in [`Failure::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// The server answered with a non-2xx status before streaming.
+    HttpStatus(u16),
+    /// TCP/TLS connection could not be established.
+    Connect,
+    /// Connect, first-token or total timeout expired.
+    Timeout,
+    /// The stream carried an error event or an `error` object after HTTP 200.
+    ErrorEvent,
+    /// The stream ended without `[DONE]`, `message_stop` or a finish reason.
+    Truncated,
+    /// The stream ended properly but carried no answer token at all.
+    EmptyAnswer,
+    /// The response could not be understood (bad JSON, wrong content type).
+    InvalidResponse,
+    /// The request was in flight when the master stopped the run.
+    Cancelled,
+}
+
+impl FailureKind {
+    /// Stable short label, used as a metric key and in the `llm` report.
+    pub fn label(self) -> String {
+        match self {
+            FailureKind::HttpStatus(code) => format!("http_{code}"),
+            FailureKind::Connect => "connect".into(),
+            FailureKind::Timeout => "timeout".into(),
+            FailureKind::ErrorEvent => "error_event".into(),
+            FailureKind::Truncated => "truncated".into(),
+            FailureKind::EmptyAnswer => "empty_answer".into(),
+            FailureKind::InvalidResponse => "invalid_response".into(),
+            FailureKind::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
+/// A failed request: its kind and a message for Locust's failures table.
+/// The message must never contain secrets (API keys, auth headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Token counts as the server reported them in `usage` (None where absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// Everything measured about one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Unix time (seconds) when the request was sent; keys per-second maps.
+    pub sent_unix_s: f64,
+    /// Open loop only: how late the send was against its schedule
+    /// (`send - scheduled`, client queue time). Zero in closed loop.
+    pub queue: Duration,
+    /// Send -> end of the response (stream fully read, or the failure).
+    /// This is the latency of the Locust request entry.
+    pub total: Duration,
+    /// Send -> first chunk carrying any generated token (reasoning counts).
+    pub ttft: Option<Duration>,
+    /// Send -> first chunk carrying answer text (not reasoning).
+    pub ttfa: Option<Duration>,
+    /// Send -> last token-bearing chunk.
+    pub e2e: Option<Duration>,
+    /// Gaps between consecutive token-bearing chunks, in microseconds.
+    pub itl_us: Vec<u32>,
+    /// Token-bearing chunks counted on the client.
+    pub output_chunks: u64,
+    /// Server-reported usage.
+    pub usage: Usage,
+    /// Response body bytes received.
+    pub content_length: u64,
+    /// `Some` when the request failed.
+    pub failure: Option<Failure>,
+}
+
+impl Outcome {
+    /// Output tokens: the server's usage when given, else counted chunks.
+    pub fn output_tokens(&self) -> u64 {
+        self.usage.output_tokens.unwrap_or(self.output_chunks)
+    }
+
+    /// True when the output token count is an estimate (no server usage).
+    pub fn output_tokens_estimated(&self) -> bool {
+        self.usage.output_tokens.is_none()
+    }
+
+    /// TPOT = (E2E - TTFT) / (output tokens - 1), only when output tokens > 1.
+    pub fn tpot(&self) -> Option<Duration> {
+        let (ttft, e2e) = (self.ttft?, self.e2e?);
+        let out = self.output_tokens();
+        if out <= 1 {
+            return None;
+        }
+        let span = e2e.checked_sub(ttft)?;
+        Some(span / (out - 1) as u32)
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpot_uses_server_usage_and_excludes_first_token() {
+        let o = Outcome {
+            ttft: Some(Duration::from_millis(50)),
+            e2e: Some(Duration::from_millis(50 + 630)),
+            output_chunks: 10,
+            usage: Usage {
+                output_tokens: Some(64),
+                ..Usage::default()
+            },
+            ..Outcome::default()
+        };
+        assert_eq!(o.tpot(), Some(Duration::from_millis(10)));
+        assert!(!o.output_tokens_estimated());
+    }
+
+    #[test]
+    fn tpot_is_none_for_single_token_answers() {
+        let o = Outcome {
+            ttft: Some(Duration::from_millis(5)),
+            e2e: Some(Duration::from_millis(5)),
+            output_chunks: 1,
+            ..Outcome::default()
+        };
+        assert_eq!(o.tpot(), None);
+        assert!(o.output_tokens_estimated());
+    }
+}
