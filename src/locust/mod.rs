@@ -1,1 +1,2 @@
-//! The Locust worker protocol. (stub: being built)
+//! The Locust worker protocol. (being built)
+pub mod wire;
