@@ -15,6 +15,7 @@
 //! - [`locust`]: the Locust worker protocol; `locust::wire` alone sees msgpack.
 //! - [`sim`]: the built-in OpenAI/Anthropic-compatible server simulator.
 
+pub mod engine;
 pub mod llm;
 pub mod load;
 pub mod locust;

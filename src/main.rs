@@ -1,6 +1,14 @@
-use std::process::ExitCode;
+//! The `tokenswarm` binary: parses the command line, sets up logging and
+//! the runtime, and maps results to exit codes (see README, "Exit codes"):
+//! 0 ok, 2 usage or configuration error, 3 master lost, 101 panic.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokenswarm::locust::{WorkerError, WorkerOptions};
+use tokenswarm::scenario::TestConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,11 +23,67 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the built-in OpenAI/Anthropic-compatible simulator.
+    /// Join a Locust master and run the LLM load it distributes.
+    Worker(WorkerArgs),
+    /// Run the built-in OpenAI/Anthropic-compatible LLM server simulator.
     Sim(tokenswarm::sim::SimArgs),
+    /// Validate a scenarios file and print what it defines.
+    Check {
+        /// Path to the scenarios YAML file.
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// Host of the Locust master.
+    #[arg(long, env = "LOCUST_MASTER_NODE_HOST", default_value = "127.0.0.1")]
+    master_host: String,
+    /// Port of the Locust master (its --master-bind-port).
+    #[arg(long, env = "LOCUST_MASTER_NODE_PORT", default_value_t = 5557,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    master_port: u16,
+    /// Seconds without a reachable master before giving up (exit code 3).
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
+    master_timeout: f64,
+    /// Node id (ZeroMQ identity); default `<hostname>_<random hex>`.
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds (e.g. 60)")),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("tokenswarm panicked (a bug; please report it): {info}");
+        std::process::exit(101);
+    }));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -27,20 +91,51 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = rt.block_on(async {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
+            Command::Worker(args) => {
+                let opts = WorkerOptions {
+                    master_host: args.master_host,
+                    master_port: args.master_port,
+                    master_timeout: Duration::from_secs_f64(args.master_timeout),
+                    node_id: args.node_id,
+                };
+                tokenswarm::locust::run(opts, shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
             Command::Sim(args) => tokenswarm::sim::run(args).await.map_err(anyhow::Error::from),
+            Command::Check { file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let cfg = TestConfig::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                for s in &cfg.scenarios {
+                    println!(
+                        "{}: {:?} {} prompt={} prefix={} output={} weight={}",
+                        s.name, s.provider, s.model, s.prompt_length, s.prefix_length, s.output_length, s.weight
+                    );
+                }
+                Ok(())
+            }
         }
     });
+    // Leave at once: stray tasks (e.g. a socket reader) must not delay exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let code = match e.downcast_ref::<WorkerError>() {
+                Some(WorkerError::MasterLost { .. }) => 3,
+                _ => 2,
+            };
+            ExitCode::from(code)
         }
     }
 }

@@ -54,8 +54,10 @@ pub struct Spawn {
     /// `parsed_options.tokenswarm_config`: `None` when the master's
     /// locustfile sent none, `Some(Err(text))` when it did not parse.
     pub config: Option<Result<TestConfig, String>>,
-    /// `parsed_options.cluster_users` is inside the config; the spawn rate
-    /// is kept for logging.
+    /// `tokenswarm_config.cluster_users`: all users across the cluster when
+    /// the run started (the open-loop rate share is my users / this).
+    pub cluster_users: Option<u32>,
+    /// The master's spawn rate (users/s, cluster total), for logging.
     pub spawn_rate: Option<f64>,
 }
 
@@ -265,13 +267,24 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
     let host = get(&data, "host").and_then(Value::as_str).map(str::to_string);
     let stop_timeout = get(&data, "stop_timeout").and_then(number);
     let options = get(&data, "parsed_options");
-    let config = options
+    let mut config_value = options
         .and_then(|o| get(o, "tokenswarm_config"))
         .filter(|v| !v.is_nil())
-        .map(|v| {
-            rmpv::ext::from_value::<TestConfig>(v.clone())
-                .map_err(|e| format!("the master's tokenswarm_config does not match this worker's schema: {e}"))
-        });
+        .cloned();
+    // `cluster_users` rides along in the config map but is not part of the
+    // test definition; take it out before the strict schema sees it.
+    let mut cluster_users = None;
+    if let Some(Value::Map(entries)) = config_value.as_mut() {
+        if let Some(pos) = entries.iter().position(|(k, _)| k.as_str() == Some("cluster_users")) {
+            let (_, v) = entries.remove(pos);
+            cluster_users = v.as_u64().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    let config = config_value.map(|v| {
+        // Through JSON: rmpv's deserializer cannot read enums written as strings.
+        serde_json::from_value::<TestConfig>(to_json(&v))
+            .map_err(|e| format!("the master's tokenswarm_config does not match this worker's schema: {e}"))
+    });
     let spawn_rate = options.and_then(|o| get(o, "spawn_rate")).and_then(number);
     Ok(Spawn {
         timestamp,
@@ -279,6 +292,7 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
         host,
         stop_timeout,
         config,
+        cluster_users,
         spawn_rate,
     })
 }
