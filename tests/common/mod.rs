@@ -2,6 +2,8 @@
 //! Locust, free ports, and child processes that are killed when dropped.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,4 +119,46 @@ pub fn test_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Starts a Locust master from the project venv, bound to 127.0.0.1.
+pub fn start_master(
+    dir: &Path,
+    name: &str,
+    locustfile: &Path,
+    master_port: u16,
+    web_port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut cmd = Command::new(locust());
+    cmd.current_dir(dir)
+        .arg("-f")
+        .arg(locustfile)
+        .args(["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port"])
+        .arg(master_port.to_string())
+        .args(["--web-host", "127.0.0.1", "--web-port"])
+        .arg(web_port.to_string())
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn(name, &mut cmd, dir)
+}
+
+/// Starts a tokenswarm worker pointed at the master on `master_port`.
+pub fn start_worker(dir: &Path, name: &str, master_port: u16, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir).args(["worker", "--master-port"]).arg(master_port.to_string()).args(args);
+    cmd.env("TOKENSWARM_LOG", "info,tokenswarm=debug").env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn(name, &mut cmd, dir)
+}
+
+/// Number of times `needle` occurs in the process's log so far.
+pub fn count_in_log(p: &Proc, needle: &str) -> usize {
+    p.output().matches(needle).count()
 }
