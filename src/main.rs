@@ -44,7 +44,7 @@ struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     master_port: u16,
     /// Seconds without a reachable master before giving up (exit code 3).
-    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds, allow_negative_numbers = true)]
     master_timeout: f64,
     /// Node id (ZeroMQ identity); default `<hostname>_<random hex>`.
     #[arg(long)]
