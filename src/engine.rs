@@ -1,62 +1,332 @@
-//! The engine: one test run on this worker. (stub: load and LLM land later)
+//! The engine: one test run on this worker, from the first `spawn` to
+//! `stop`. It wires the parts together and owns none of their logic:
+//! [`crate::load::Controller`] decides when requests start,
+//! [`crate::llm::LlmClient`] sends them and measures, [`Recorder`] counts
+//! them, [`crate::load::safety`] watches the error rate.
+//!
+//! Life of a run:
+//! 1. [`Engine::start`] prepares every scenario (URL, API key from the
+//!    environment, prompt prefix) and the HTTP client; a bad setup is an
+//!    error the worker reports to the master.
+//! 2. With warm-up on, one request per scenario runs first; load starts only
+//!    when every one succeeded. A failed warm-up sends
+//!    [`EngineEvent::Abort`], and the master stops the run.
+//! 3. Each `spawn` step is applied to the controller; [`Engine::spawn_done`]
+//!    says when its users have all started.
+//! 4. [`Engine::stop`] lets in-flight requests finish within the master's
+//!    `stop_timeout`, then cancels them. Every request, warm-up and
+//!    cancelled ones included, is recorded exactly once.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::llm::{LlmClient, PreparedScenario};
+use crate::load::safety::ErrorWindow;
+use crate::load::{Controller, LagSink, LoadPlan, Task};
 use crate::metrics::{Recorder, Window};
-use crate::scenario::TestConfig;
+use crate::outcome::FailureKind;
+use crate::scenario::{LoadMode, TestConfig};
 
 /// Something the worker loop must tell the master.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
+    /// Shown on the master once per scenario (token divergence).
     Warning { scenario: String, message: String },
+    /// The run must stop: the master shows the reason and stops everyone.
     Abort { reason: String },
+    /// A Locust `exception` message.
     Exception { msg: String, traceback: String },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0}")]
-    Setup(String),
+    #[error("scenario {scenario:?}: {source}")]
+    Scenario {
+        scenario: String,
+        source: crate::llm::LlmError,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(crate::llm::LlmError),
+}
+
+/// Run-wide settings the worker knows but the test definition does not.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The target base URL from the master's `--host`.
+    pub host: String,
+    /// Seeds this worker's random streams; distinct per worker.
+    pub seed: u64,
+    /// The master's `stop_timeout`: how long in-flight requests may finish.
+    pub stop_timeout: Duration,
+}
+
+/// One request of the load: send it, measure it, record it, check safety.
+struct LlmTask {
+    client: LlmClient,
+    scenarios: Vec<PreparedScenario>,
+    recorder: Recorder,
+    next_seq: AtomicU64,
+    open_loop: bool,
+    error_window: Option<Mutex<ErrorWindow>>,
+    aborted: AtomicBool,
+    events: mpsc::Sender<EngineEvent>,
+}
+
+impl LlmTask {
+    /// Sends one request of scenario `class`, records it, returns whether it
+    /// succeeded (and the failure text when not).
+    async fn request(&self, class: usize, scheduled: Instant, cancel: &CancellationToken) -> Result<(), String> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut outcome = self.client.execute(&self.scenarios[class], seq, cancel).await;
+        if self.open_loop {
+            outcome.queue = started.saturating_duration_since(scheduled);
+        }
+        let note = self.recorder.record(class, &outcome, None);
+        if let Some(message) = note.divergence_warning {
+            let scenario = self.scenarios[class].name().to_string();
+            let _ = self.events.send(EngineEvent::Warning { scenario, message }).await;
+        }
+        match &outcome.failure {
+            None => {
+                self.check_errors(false).await;
+                Ok(())
+            }
+            Some(f) => {
+                if f.kind != FailureKind::Cancelled {
+                    self.check_errors(true).await;
+                }
+                Err(f.message.clone())
+            }
+        }
+    }
+
+    async fn check_errors(&self, failed: bool) {
+        let Some(window) = &self.error_window else { return };
+        let trip = window.lock().unwrap_or_else(|e| e.into_inner()).record(failed);
+        if let Some(trip) = trip {
+            self.abort(trip.to_string()).await;
+        }
+    }
+
+    /// Sends one abort per run, however many requests see the trip.
+    async fn abort(&self, reason: String) {
+        if !self.aborted.swap(true, Ordering::SeqCst) {
+            let _ = self.events.send(EngineEvent::Abort { reason }).await;
+        }
+    }
+}
+
+impl Task for LlmTask {
+    async fn run(&self, class: usize, scheduled: Instant, cancel: CancellationToken) {
+        let _ = self.request(class, scheduled, &cancel).await;
+    }
+}
+
+/// Scheduler lateness goes to the scenario's `lag` distribution.
+struct RecorderLag(Recorder);
+
+impl LagSink for RecorderLag {
+    fn record_lag(&self, class: usize, lag: Duration) {
+        self.0.record_lag(class, lag);
+    }
+}
+
+/// Where the run is between `spawn` and load.
+enum Phase {
+    /// Warm-up requests in flight; the latest targets wait for them.
+    WarmingUp {
+        handle: JoinHandle<Result<(), String>>,
+        targets: BTreeMap<String, u32>,
+        cluster_users: u32,
+    },
+    /// Warm-up failed: no load starts; the master was told to stop.
+    Failed,
+    /// Load runs; `step` resolves when the latest ramp step has started all its users.
+    Running { step: Option<JoinHandle<()>> },
 }
 
 pub struct Engine {
+    controller: Controller<LlmTask>,
+    task: Arc<LlmTask>,
     recorder: Recorder,
-    counts: BTreeMap<String, u32>,
-    _events: mpsc::Sender<EngineEvent>,
+    phase: Phase,
+    /// Cancels warm-up requests when the run stops early.
+    warmup_cancel: CancellationToken,
 }
 
 impl Engine {
-    pub fn start(config: TestConfig, _host: &str, events: mpsc::Sender<EngineEvent>) -> Result<Engine, EngineError> {
+    /// Prepares a run; must be called inside the tokio runtime.
+    pub fn start(config: TestConfig, ctx: RunContext, events: mpsc::Sender<EngineEvent>) -> Result<Engine, EngineError> {
         let recorder = Recorder::new(&config.scenarios, config.slo);
+        let open_loop = config.load.mode == LoadMode::Open;
+        let concurrency = if open_loop { config.load.max_in_flight as usize } else { 1024 };
+        let client = LlmClient::new(&config.timeouts, concurrency).map_err(EngineError::Client)?;
+        let scenarios = config
+            .scenarios
+            .iter()
+            .map(|s| {
+                PreparedScenario::new(s, &ctx.host).map_err(|source| EngineError::Scenario {
+                    scenario: s.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let task = Arc::new(LlmTask {
+            client,
+            scenarios,
+            recorder: recorder.clone(),
+            next_seq: AtomicU64::new(ctx.seed.rotate_left(32) & 0xffff_ffff_0000_0000),
+            open_loop,
+            error_window: ErrorWindow::from_safety(&config.safety).map(Mutex::new),
+            aborted: AtomicBool::new(false),
+            events,
+        });
+        let plan = LoadPlan::from_config(&config, ctx.seed, ctx.stop_timeout);
+        let controller = Controller::with_lag_sink(task.clone(), plan, Arc::new(RecorderLag(recorder.clone())));
+        let warmup_cancel = CancellationToken::new();
+        let phase = if config.safety.warmup {
+            Phase::WarmingUp {
+                handle: tokio::spawn(warm_up(task.clone(), warmup_cancel.clone())),
+                targets: BTreeMap::new(),
+                cluster_users: 0,
+            }
+        } else {
+            Phase::Running { step: None }
+        };
         Ok(Engine {
+            controller,
+            task,
             recorder,
-            counts: BTreeMap::new(),
-            _events: events,
+            phase,
+            warmup_cancel,
         })
     }
 
-    pub fn apply(&mut self, targets: &BTreeMap<String, u32>, _cluster_users: u32) {
-        self.counts = targets.clone();
+    /// Applies one ramp step of absolute per-class targets.
+    pub fn apply(&mut self, targets: &BTreeMap<String, u32>, cluster_users: u32) {
+        match &mut self.phase {
+            Phase::WarmingUp {
+                targets: t,
+                cluster_users: c,
+                ..
+            } => {
+                *t = targets.clone();
+                *c = cluster_users;
+            }
+            Phase::Failed => {}
+            Phase::Running { step } => {
+                let waiter = self.controller.apply(targets, cluster_users);
+                *step = Some(tokio::spawn(async move {
+                    let _ = waiter.wait().await;
+                }));
+            }
+        }
     }
 
     pub fn user_counts(&self) -> BTreeMap<String, u32> {
-        self.counts.clone()
+        self.controller.user_counts()
     }
 
-    pub fn spawn_done(&self) -> bool {
-        true
+    /// True when the latest step has started all its users. Also moves the
+    /// run from warm-up to load once the warm-up has succeeded.
+    pub fn spawn_done(&mut self) -> bool {
+        if let Phase::WarmingUp { handle, .. } = &self.phase {
+            if !handle.is_finished() {
+                return false;
+            }
+            let Phase::WarmingUp {
+                handle,
+                targets,
+                cluster_users,
+            } = std::mem::replace(&mut self.phase, Phase::Running { step: None })
+            else {
+                unreachable!("matched above");
+            };
+            // The handle has finished: this does not block.
+            let result = futures_util::FutureExt::now_or_never(handle).and_then(Result::ok);
+            match result {
+                Some(Ok(())) => self.apply(&targets, cluster_users),
+                _ => {
+                    self.phase = Phase::Failed;
+                    return false;
+                }
+            }
+        }
+        match &self.phase {
+            Phase::Running { step: Some(h) } => h.is_finished(),
+            Phase::Running { step: None } => true,
+            _ => false,
+        }
+    }
+
+    /// The metrics handle; outlives the engine until the final report.
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
     }
 
     pub fn take_window(&self) -> Window {
         self.recorder.take()
     }
 
-    pub fn recorder(&self) -> Recorder {
-        self.recorder.clone()
+    /// Stops the run: in-flight requests get `grace`, then are cancelled
+    /// (and recorded as cancelled). Returns when every request has ended.
+    pub async fn stop(self, grace: Duration) {
+        let Engine {
+            controller,
+            task,
+            phase,
+            warmup_cancel,
+            ..
+        } = self;
+        if let Phase::WarmingUp { handle, .. } = phase {
+            let cancel = warmup_cancel.clone();
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                cancel.cancel();
+            });
+            let _ = handle.await;
+            timer.abort();
+        }
+        controller.stop(grace).await;
+        drop(task);
     }
+}
 
-    pub async fn stop(self, _grace: Duration) {}
+/// One request per scenario, all at once; the first failure is the reason.
+async fn warm_up(task: Arc<LlmTask>, cancel: CancellationToken) -> Result<(), String> {
+    let mut handles = Vec::new();
+    for class in 0..task.scenarios.len() {
+        let (task, cancel) = (task.clone(), cancel.clone());
+        handles.push(tokio::spawn(async move {
+            let r = task.request(class, Instant::now(), &cancel).await;
+            (class, r)
+        }));
+    }
+    let mut first_error = None;
+    for h in handles {
+        if let Ok((class, Err(msg))) = h.await
+            && first_error.is_none()
+        {
+            first_error = Some(format!(
+                "warm-up request of scenario {:?} failed, so no load was started: {msg}; \
+                 check the target (--host), the endpoint and the model name",
+                task.scenarios[class].name()
+            ));
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(reason) => {
+            task.abort(reason.clone()).await;
+            Err(reason)
+        }
+    }
 }

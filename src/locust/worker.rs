@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::process::ProcessUsage;
 use super::transport::{Connection, TransportError};
 use super::wire::{MasterMsg, Spawn, StatsPayload, WorkerMsg, WorkerState};
-use crate::engine::{Engine, EngineEvent};
+use crate::engine::{Engine, EngineEvent, RunContext};
 use crate::metrics::Recorder;
 
 /// Locust's heartbeat interval, both ways.
@@ -94,7 +94,7 @@ pub async fn run(opts: WorkerOptions, shutdown: impl Future<Output = ()>) -> Res
     let node_id = opts.node_id.clone().unwrap_or_else(default_node_id);
     let endpoint = format!("tcp://{}:{}", opts.master_host, opts.master_port);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut worker = Worker::new();
+    let mut worker = Worker::new(seed_from(&node_id));
     info!(node_id, endpoint, "tokenswarm worker starting");
     let mut last_contact = Instant::now();
     loop {
@@ -205,6 +205,15 @@ async fn register(
     }
 }
 
+/// A seed for this worker's random streams (arrivals, waits): distinct per
+/// node id, so two workers never replay the same arrival sequence.
+fn seed_from(node_id: &str) -> u64 {
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    node_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The state of this worker across sessions.
 struct Worker {
     state: WorkerState,
@@ -222,6 +231,9 @@ struct Worker {
     events_rx: mpsc::Receiver<EngineEvent>,
     last_master_heartbeat: Instant,
     usage: ProcessUsage,
+    seed: u64,
+    /// Runs started by this worker; varies the seed from run to run.
+    runs: u64,
 }
 
 /// Resolves when the stop in progress has finished; pending when none is.
@@ -236,7 +248,7 @@ async fn wait_stopping(stopping: &mut Option<JoinHandle<()>>) {
 }
 
 impl Worker {
-    fn new() -> Self {
+    fn new(seed: u64) -> Self {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
         Worker {
             state: WorkerState::Ready,
@@ -250,6 +262,8 @@ impl Worker {
             events_rx,
             last_master_heartbeat: Instant::now(),
             usage: ProcessUsage::new(),
+            seed,
+            runs: 0,
         }
     }
 
@@ -402,8 +416,13 @@ impl Worker {
                     self.report_exception(conn, msg).await?;
                 }
             }
-            let host = spawn.host.clone().unwrap_or_default();
-            match Engine::start(config, &host, self.events_tx.clone()) {
+            self.runs += 1;
+            let ctx = RunContext {
+                host: spawn.host.clone().unwrap_or_default(),
+                seed: self.seed.wrapping_add(self.runs),
+                stop_timeout: self.stop_timeout,
+            };
+            match Engine::start(config, ctx, self.events_tx.clone()) {
                 Ok(engine) => {
                     self.recorder = Some(engine.recorder());
                     self.engine = Some(engine);
@@ -421,7 +440,7 @@ impl Worker {
     }
 
     async fn check_spawned(&mut self, conn: &mut Connection) -> Result<(), TransportError> {
-        if !self.engine.as_ref().is_some_and(Engine::spawn_done) {
+        if !self.engine.as_mut().is_some_and(Engine::spawn_done) {
             return Ok(());
         }
         self.spawn_pending = false;

@@ -186,6 +186,12 @@ impl ScenarioLlm {
         div
     }
 
+    /// Records how late the scheduler dispatched one request (open loop) or
+    /// started one user (closed loop) against its plan.
+    pub fn record_lag(&mut self, lag: Duration) {
+        self.dists[6].record(lag);
+    }
+
     /// The window's report, or None when nothing was recorded; resets.
     pub fn take(&mut self) -> Option<ScenarioReport> {
         if self.counts.requests == 0 {

@@ -144,6 +144,14 @@ impl Recorder {
         note
     }
 
+    /// Records the scheduler's lateness for scenario `index` (see
+    /// `load::LagSink`); it reaches the master with the next request.
+    pub fn record_lag(&self, index: usize, lag: Duration) {
+        if let Some(sc) = self.lock().scenarios.get_mut(index) {
+            sc.llm.record_lag(lag);
+        }
+    }
+
     /// Everything recorded since the last call; starts a new window.
     pub fn take(&self) -> Window {
         let now = unix_now();

@@ -162,3 +162,64 @@ pub fn start_worker(dir: &Path, name: &str, master_port: u16, args: &[&str], env
 pub fn count_in_log(p: &Proc, needle: &str) -> usize {
     p.output().matches(needle).count()
 }
+
+/// Starts `tokenswarm sim` on a free port with `args` (latency model,
+/// faults); returns once it accepts connections.
+pub fn start_sim(dir: &Path, name: &str, args: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir)
+        .args(["sim", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(args);
+    let sim = Proc::spawn(name, &mut cmd, dir);
+    wait_for("the simulator to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (sim, port)
+}
+
+/// The simulator's own counts (`GET /sim/stats`).
+pub fn sim_stats(port: u16) -> serde_json::Value {
+    http::get_json(port, "/sim/stats")
+}
+
+/// Reads a CSV file written by Locust into rows of (header -> value).
+pub fn read_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = split_csv_line(lines.next().unwrap_or_default());
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| header.iter().cloned().zip(split_csv_line(l)).collect())
+        .collect()
+}
+
+/// Splits one CSV line, honouring double quotes (Locust quotes names).
+fn split_csv_line(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Reads a JSON-lines file (the simulator's `--log-requests`).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
