@@ -406,7 +406,7 @@ async fn max_in_flight_caps_requests_and_late_starts_report_lag() {
     // and still carries its original due time.
     let third = runs.iter().find(|r| r.scheduled == 300 * MS).unwrap();
     assert_eq!(third.started, 1100 * MS);
-    let lags = lags.0.lock().unwrap();
+    let lags = lags.0.lock().unwrap().clone();
     assert_eq!(lags.len(), task.starts().len(), "one lag per dispatched arrival");
     assert_eq!(lags[2].1, 800 * MS);
     assert!(lags.iter().skip(2).all(|&(_, lag)| lag > Duration::ZERO));
