@@ -120,8 +120,9 @@ enum Kind {
 }
 
 impl InterArrival {
-    /// `burstiness` is the gamma shape; it must be positive for `Gamma`
-    /// (the config validates it) and is otherwise ignored.
+    /// `burstiness` is the gamma shape for `Gamma` (ignored otherwise); a
+    /// shape the config would reject (not positive and finite) falls back
+    /// to Poisson rather than panicking.
     pub fn new(arrival: Arrival, burstiness: f64, seed: u64) -> InterArrival {
         let kind = match arrival {
             Arrival::Constant => Kind::Constant,

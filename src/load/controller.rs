@@ -297,6 +297,7 @@ impl<T: Task> Controller<T> {
         }
         shared.kill.cancel();
         shared.users().iter_mut().for_each(Vec::clear);
+        shared.nominal.lock().unwrap_or_else(|e| e.into_inner()).fill(0);
     }
 }
 
@@ -401,7 +402,8 @@ async fn user_loop<T: Task>(
         ready = match wait {
             Wait::None => now,
             Wait::Constant { seconds } => now + secs(seconds),
-            Wait::Between { min_s, max_s } => now + secs(rng.random_range(min_s..=max_s)),
+            Wait::Between { min_s, max_s } if min_s < max_s => now + secs(rng.random_range(min_s..=max_s)),
+            Wait::Between { min_s, .. } => now + secs(min_s),
             // Locust's constant_pacing: the next start is a period after
             // this one, or at once if the request overran the period.
             Wait::Pacing { seconds } => (started + secs(seconds)).max(now),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use super::*;
+use crate::load::ClassPlan;
 use crate::scenario::{Arrival, LoadMode, Phase, Wait};
 
 const MS: Duration = Duration::from_millis(1);
@@ -131,8 +132,6 @@ fn targets(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
 fn ms(d: &[Duration]) -> Vec<u128> {
     d.iter().map(|d| d.as_millis()).collect()
 }
-
-use super::super::ClassPlan;
 
 // ---- closed loop: ramps ----
 
@@ -458,6 +457,7 @@ async fn stop_lets_requests_finish_within_grace() {
     // The step completed at 500 ms; that user's request ends at 1.5 s.
     assert_eq!(t.elapsed(), Duration::from_secs(1));
     assert!(task.runs().iter().all(|r| !r.cancelled));
+    assert_eq!(Arc::strong_count(&task), 1, "every spawned task has ended");
 }
 
 #[tokio::test(start_paused = true)]
@@ -473,6 +473,7 @@ async fn stop_cancels_stuck_requests_after_grace() {
     let runs = task.runs();
     assert_eq!(runs.len(), 10);
     assert!(runs.iter().all(|r| r.cancelled));
+    assert_eq!(Arc::strong_count(&task), 1, "every spawned task has ended");
 }
 
 #[tokio::test(start_paused = true)]
