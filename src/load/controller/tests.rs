@@ -486,3 +486,15 @@ async fn stop_during_a_step_ends_it_as_stopped() {
     assert_eq!(step.wait().await, StepEnd::Stopped);
     assert_eq!(task.starts().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_and_stops_on_a_multi_thread_runtime() {
+    let task = Recorder::new(10 * MS);
+    let mut c = Controller::new(task.clone(), closed(&[Wait::None, Wait::None]));
+    let step = c.apply(&targets(&[("A", 3), ("B", 3)]), 6);
+    sleep(100 * MS).await;
+    c.stop(Duration::from_millis(100)).await;
+    assert_eq!(step.wait().await, StepEnd::Stopped);
+    assert!(!task.starts().is_empty());
+    assert_eq!(Arc::strong_count(&task), 1, "every spawned task has ended");
+}
