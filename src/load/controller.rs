@@ -288,8 +288,9 @@ impl<T: Task> Controller<T> {
     /// then cancels the rest and waits until every task has ended.
     pub async fn stop(self, grace: Duration) {
         let shared = self.shared.clone();
-        self.step.cancel();
+        // `stopping` first: a step that then sees its token fired ends as Stopped.
         shared.stopping.cancel();
+        self.step.cancel();
         shared.tracker.close();
         if timeout(grace, shared.tracker.wait()).await.is_err() {
             shared.kill.cancel();
@@ -336,23 +337,26 @@ async fn start_users<T: Task>(
     start: Instant,
     step_len: Duration,
 ) -> StepEnd {
+    let interrupted = || {
+        if shared.stopping.is_cancelled() {
+            StepEnd::Stopped
+        } else {
+            StepEnd::Superseded
+        }
+    };
     let k = order.len() as u32;
     for (i, &class) in order.iter().enumerate() {
         let due = start + step_len * i as u32 / k;
         tokio::select! {
-            biased;
+            _ = step.cancelled() => return interrupted(),
             _ = shared.stopping.cancelled() => return StepEnd::Stopped,
-            _ = step.cancelled() => return StepEnd::Superseded,
             _ = sleep_until(due) => {}
         }
         {
             let mut users = shared.users();
             // Checked under the lock that `apply` counts users under.
-            if shared.stopping.is_cancelled() {
-                return StepEnd::Stopped;
-            }
-            if step.is_cancelled() {
-                return StepEnd::Superseded;
+            if step.is_cancelled() || shared.stopping.is_cancelled() {
+                return interrupted();
             }
             let retire = CancellationToken::new();
             let seed = shared.plan.seed
