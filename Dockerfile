@@ -1,0 +1,41 @@
+# tokenswarm image: one image, three roles (see docker-compose.yml):
+#   tokenswarm sim | tokenswarm worker | locust -f /app/locustfiles/llm.py --master
+# No Rust toolchain inside: it copies the host's release binary
+# (target/release/tokenswarm, from scripts/setup or `cargo build --release --locked`),
+# which links against glibc, so the base must be Debian bookworm (glibc 2.36).
+# Build with docker/build-image, which also makes the base and the wheels.
+# BASE defaults to the image made by scripts/docker-base (no registry here);
+# with a registry, `--build-arg BASE=debian:bookworm-slim` works too.
+ARG BASE=tokenswarm/base:bookworm
+FROM ${BASE} AS base
+
+# The debootstrapped base has python3 already; bookworm-slim needs apt.
+RUN if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; fi
+
+# Pinned Locust master packages into a venv, in a stage of its own so the
+# wheels stay out of the final image. Offline from docker/wheels (downloaded
+# on the host by docker/build-image) when present, else from PyPI.
+FROM base AS venv
+COPY locustfiles/requirements.txt /app/locustfiles/requirements.txt
+COPY docker/ /tmp/docker/
+RUN python3 -m venv /opt/venv \
+    && if ls /tmp/docker/wheels/*.whl >/dev/null 2>&1; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/docker/wheels \
+           -r /app/locustfiles/requirements.txt; \
+       else /opt/venv/bin/pip install --no-cache-dir -r /app/locustfiles/requirements.txt; fi \
+    && rm -rf /tmp/docker
+
+FROM base
+COPY --from=venv /opt/venv /opt/venv
+COPY target/release/tokenswarm /usr/local/bin/tokenswarm
+COPY locustfiles/ /app/locustfiles/
+
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tokenswarm
+USER tokenswarm
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# 8000 sim, 8089 Locust web UI, 5557 Locust master bind port.
+EXPOSE 8000 8089 5557
+CMD ["tokenswarm", "--help"]
