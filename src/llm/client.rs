@@ -174,10 +174,10 @@ impl PreparedScenario {
     }
 
     fn scrub(&self, mut message: String) -> String {
-        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
-            if message.contains(secret) {
-                message = message.replace(secret, "[redacted]");
-            }
+        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty())
+            && message.contains(secret)
+        {
+            message = message.replace(secret, "[redacted]");
         }
         message
     }
