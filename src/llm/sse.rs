@@ -103,7 +103,7 @@ impl SseParser {
                 chunk = rest;
             }
         }
-        while let Some(i) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', chunk) {
             if self.line.is_empty() {
                 self.line_done(&chunk[..i], on_event);
             } else {
@@ -140,7 +140,7 @@ impl SseParser {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => {
                 let v = &line[c + 1..];
                 (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
