@@ -411,3 +411,83 @@ async fn setup_errors_name_the_problem() {
     let e = PreparedScenario::new(&s, "http://h").unwrap_err().to_string();
     assert!(e.contains("bad header"), "{e}");
 }
+
+/// Client throughput on one core: a current-thread runtime drives 64
+/// concurrent streams of 64 tokens against a server on its own thread.
+/// `cargo test --release --test llm_http -- --ignored --nocapture`
+#[test]
+#[ignore = "bench: cargo test --release --test llm_http -- --ignored --nocapture"]
+fn bench_one_core_streamed_requests_per_second() {
+    let whole: Vec<u8> = ok_stream(64)
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Chunk(c) => Some(c),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for (label, per_token_writes) in [("one write per response", false), ("one write per event", true)] {
+        let body = whole.clone();
+        let server = start_dedicated(move |_| {
+            if per_token_writes {
+                ok_stream(64)
+            } else {
+                vec![head_ok(), Step::Chunk(body.clone()), Step::End]
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cpu_before = thread_cpu_s();
+        let (done, failed, secs) = rt.block_on(async {
+            let client = LlmClient::new(&Timeouts::default(), 64).unwrap();
+            let mut s = scenario(Provider::OpenaiChat);
+            s.output_length = 64;
+            let p = std::sync::Arc::new(PreparedScenario::new(&s, &server.host()).unwrap());
+            let start = tokio::time::Instant::now();
+            let until = start + Duration::from_secs(2);
+            let mut tasks = tokio::task::JoinSet::new();
+            for user in 0..64u64 {
+                let (client, p) = (client.clone(), p.clone());
+                tasks.spawn(async move {
+                    let (mut ok, mut bad, mut seq) = (0u64, 0u64, user << 32);
+                    let cancel = CancellationToken::new();
+                    while tokio::time::Instant::now() < until {
+                        let o = client.execute(&p, seq, &cancel).await;
+                        if o.is_success() && o.output_chunks == 64 {
+                            ok += 1
+                        } else {
+                            bad += 1
+                        }
+                        seq += 1;
+                    }
+                    (ok, bad)
+                });
+            }
+            let (mut ok, mut bad) = (0, 0);
+            while let Some(r) = tasks.join_next().await {
+                let (o, b) = r.unwrap();
+                ok += o;
+                bad += b;
+            }
+            (ok, bad, start.elapsed().as_secs_f64())
+        });
+        let cpu = thread_cpu_s() - cpu_before;
+        println!(
+            "{label}: {:.0} streamed 64-token requests/s wall clock, client thread busy {:.0}% \
+             => {:.0} requests/s per fully used client core ({done} ok, {failed} failed, {secs:.2} s)",
+            done as f64 / secs,
+            100.0 * cpu / secs,
+            done as f64 / cpu
+        );
+    }
+}
+
+/// CPU time of the calling thread (Linux schedstat), seconds.
+fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e9)
+}

@@ -143,6 +143,7 @@ async fn connection(mut sock: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec
             writes: Vec::new(),
         };
         let steps = script(&seen);
+        seen.writes.clear();
         let index = {
             let mut l = log.lock().unwrap();
             l.push(seen.clone());
@@ -157,10 +158,10 @@ async fn connection(mut sock: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec
                     );
                     sock.write_all(h.as_bytes()).await.is_ok()
                 }
-                Step::Chunk(data) => write_chunk(&mut sock, &mut seen, &data).await,
+                Step::Chunk(data) => write_chunk(&mut sock, &log, index, &data).await,
                 Step::ChunkAt(offset, data) => {
                     tokio::time::sleep_until(seen.arrival + offset).await;
-                    write_chunk(&mut sock, &mut seen, &data).await
+                    write_chunk(&mut sock, &log, index, &data).await
                 }
                 Step::Sleep(d) => {
                     tokio::time::sleep(d).await;
@@ -172,7 +173,6 @@ async fn connection(mut sock: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec
                     false
                 }
             };
-            log.lock().unwrap()[index].writes = seen.writes.clone();
             if !ok {
                 break;
             }
@@ -183,11 +183,11 @@ async fn connection(mut sock: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec
     }
 }
 
-async fn write_chunk(sock: &mut TcpStream, seen: &mut Seen, data: &[u8]) -> bool {
+async fn write_chunk(sock: &mut TcpStream, log: &Mutex<Vec<Seen>>, index: usize, data: &[u8]) -> bool {
     let mut frame = format!("{:x}\r\n", data.len()).into_bytes();
     frame.extend_from_slice(data);
     frame.extend_from_slice(b"\r\n");
-    seen.writes.push(Instant::now());
+    log.lock().unwrap()[index].writes.push(Instant::now());
     sock.write_all(&frame).await.is_ok()
 }
 

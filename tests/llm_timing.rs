@@ -27,7 +27,7 @@ const ATTEMPTS: usize = 3;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn close(a: Duration, b: Duration, what: &str) -> Result<(), String> {
-    let d = if a > b { a - b } else { b - a };
+    let d = a.abs_diff(b);
     if d <= TOL {
         Ok(())
     } else {
