@@ -164,10 +164,18 @@ pub struct Engine {
 
 impl Engine {
     /// Prepares a run; must be called inside the tokio runtime.
-    pub fn start(config: TestConfig, ctx: RunContext, events: mpsc::Sender<EngineEvent>) -> Result<Engine, EngineError> {
+    pub fn start(
+        config: TestConfig,
+        ctx: RunContext,
+        events: mpsc::Sender<EngineEvent>,
+    ) -> Result<Engine, EngineError> {
         let recorder = Recorder::new(&config.scenarios, config.slo);
         let open_loop = config.load.mode == LoadMode::Open;
-        let concurrency = if open_loop { config.load.max_in_flight as usize } else { 1024 };
+        let concurrency = if open_loop {
+            config.load.max_in_flight as usize
+        } else {
+            1024
+        };
         let client = LlmClient::new(&config.timeouts, concurrency).map_err(EngineError::Client)?;
         let scenarios = config
             .scenarios

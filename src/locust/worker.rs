@@ -209,9 +209,9 @@ async fn register(
 /// node id, so two workers never replay the same arrival sequence.
 fn seed_from(node_id: &str) -> u64 {
     // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
-    node_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The state of this worker across sessions.
