@@ -23,13 +23,25 @@ impl Sim {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(listener, cfg, shutdown.clone()));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Sim { base, shutdown, task, client }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Sim {
+            base,
+            shutdown,
+            task,
+            client,
+        }
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     /// POST JSON; returns (status, headers, body).
@@ -82,7 +94,13 @@ impl Sim {
                 events.push(Event::parse(now, &ev));
             }
         }
-        Streamed { status, headers, events, rest: buf, chunk_times }
+        Streamed {
+            status,
+            headers,
+            events,
+            rest: buf,
+            chunk_times,
+        }
     }
 }
 
@@ -136,11 +154,15 @@ impl Streamed {
     }
 
     pub fn done(&self) -> bool {
-        self.events.iter().any(|e| e.data == "[DONE]" || e.name.as_deref() == Some("message_stop"))
+        self.events
+            .iter()
+            .any(|e| e.data == "[DONE]" || e.name.as_deref() == Some("message_stop"))
     }
 
     pub fn has_error(&self) -> bool {
-        self.events.iter().any(|e| e.name.as_deref() == Some("error") || e.data.starts_with("{\"error\""))
+        self.events
+            .iter()
+            .any(|e| e.name.as_deref() == Some("error") || e.data.starts_with("{\"error\""))
     }
 
     pub fn finish(&self) -> Option<String> {
@@ -154,16 +176,25 @@ impl Streamed {
 
     /// The OpenAI usage chunk or the Anthropic message_delta.
     pub fn usage_event(&self) -> Option<serde_json::Value> {
-        self.events.iter().filter_map(|e| e.json()).find(|v| v.get("sim").is_some())
+        self.events
+            .iter()
+            .filter_map(|e| e.json())
+            .find(|v| v.get("sim").is_some())
     }
 }
 
 pub fn words(n: usize, seed: usize) -> String {
-    (0..n).map(|i| ((b'A' + ((i * 7 + seed * 3 + i / 26) % 26) as u8) as char).to_string()).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| ((b'A' + ((i * 7 + seed * 3 + i / 26) % 26) as u8) as char).to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn fast() -> SimConfig {
-    SimConfig { no_latency: true, ..SimConfig::default() }
+    SimConfig {
+        no_latency: true,
+        ..SimConfig::default()
+    }
 }
 
 pub fn chat(prompt: &str, max_tokens: u64, stream: bool) -> serde_json::Value {

@@ -43,7 +43,12 @@ pub struct PrefixCache {
 
 impl PrefixCache {
     pub fn new(cap: usize) -> Self {
-        PrefixCache { cap, tick: 0, by_hash: HashMap::new(), by_tick: BTreeMap::new() }
+        PrefixCache {
+            cap,
+            tick: 0,
+            by_hash: HashMap::new(),
+            by_tick: BTreeMap::new(),
+        }
     }
 
     /// Returns how many leading blocks of `hashes` were cached, then records
@@ -89,7 +94,8 @@ mod tests {
         assert_eq!(n, 34);
         assert_eq!(hs.len(), 2);
         // split across pieces gives the same hashes
-        let (_, hs2) = count_and_hash(["A B C D E F G H", "I J K L M N O P Q R S T U V W X Y Z A B C D E F G H"].into_iter());
+        let (_, hs2) =
+            count_and_hash(["A B C D E F G H", "I J K L M N O P Q R S T U V W X Y Z A B C D E F G H"].into_iter());
         assert_eq!(hs, hs2);
         let mut c = PrefixCache::new(3);
         assert_eq!(c.lookup_insert(&hs), 0);

@@ -27,6 +27,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -348,7 +349,11 @@ impl Shared {
     pub fn finish(&self, o: &Outcome) {
         {
             let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            *st.by_endpoint.entry(o.endpoint).or_default().entry(o.status).or_default() += 1;
+            *st.by_endpoint
+                .entry(o.endpoint)
+                .or_default()
+                .entry(o.status)
+                .or_default() += 1;
             st.prompt_tokens += o.prompt_tokens;
             st.cached_tokens += o.cached_tokens;
             st.output_tokens += o.output_tokens;
@@ -385,7 +390,10 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|source| SimError::Bind { addr: addr.clone(), source })?;
+        .map_err(|source| SimError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
     let cfg = SimConfig::from(&args);
     let shutdown = CancellationToken::new();
     let sig = shutdown.clone();
@@ -429,7 +437,9 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     ];
     for (name, v) in nonneg {
         if !v.is_finite() || v < 0.0 {
-            return Err(SimError::Config(format!("--{name} must be a finite number >= 0, got {v}")));
+            return Err(SimError::Config(format!(
+                "--{name} must be a finite number >= 0, got {v}"
+            )));
         }
     }
     let faults = cfg.fault_429
@@ -447,7 +457,11 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
 
 /// Serves on `listener` until `shutdown` is cancelled; in-flight streams get
 /// two seconds to end, then the request log is flushed.
-pub async fn serve(listener: tokio::net::TcpListener, cfg: SimConfig, shutdown: CancellationToken) -> Result<(), SimError> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: SimConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SimError> {
     validate(&cfg)?;
     let mut log_thread = None;
     let log = match &cfg.log_requests {
@@ -456,14 +470,21 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: SimConfig, shutdown: 
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| SimError::Log { path: path.display().to_string(), source })?;
+                .map_err(|source| SimError::Log {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             let (tx, rx) = mpsc::channel::<LogMsg>();
             log_thread = Some(std::thread::spawn(move || log_writer(file, rx)));
             Some(Mutex::new(tx))
         }
         None => None,
     };
-    let slot_total = if cfg.slots == 0 { Semaphore::MAX_PERMITS } else { cfg.slots };
+    let slot_total = if cfg.slots == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        cfg.slots
+    };
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(slot_total)),
         slot_total,
@@ -483,6 +504,10 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: SimConfig, shutdown: 
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(shared.clone());
     let grace = shutdown.clone();
+    // Nagle would hold back small token writes until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     let result = tokio::select! {
         r = server => r.map_err(SimError::Serve),
@@ -556,17 +581,24 @@ async fn reset(State(s): State<Arc<Shared>>) -> Response {
 
 fn json_response(body: String) -> Response {
     let mut r = Response::new(Body::from(body));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn mix(seed: u64, seq: u64) -> u64 {
     // splitmix64 of the pair, so neighbouring requests get unrelated streams
-    let mut z = seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x6A09_E667_F3BC_C909);
+    let mut z = seed
+        ^ seq
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x6A09_E667_F3BC_C909);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -701,12 +733,19 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         }
         Some(Fault::H500) => return fail(outcome, server_error(500, "The server had an error (simulated).")),
         Some(Fault::H503) => {
-            return fail(outcome, server_error(503, "The server is overloaded (simulated). Please retry later."));
+            return fail(
+                outcome,
+                server_error(503, "The server is overloaded (simulated). Please retry later."),
+            );
         }
         _ => {}
     }
     // Prefix cache.
-    let cached_blocks = shared.cache.lock().unwrap_or_else(|e| e.into_inner()).lookup_insert(&req.block_hashes);
+    let cached_blocks = shared
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup_insert(&req.block_hashes);
     let cached = (cached_blocks * BLOCK_WORDS) as u64;
     outcome.cached_tokens = cached;
 
@@ -725,7 +764,11 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     let (mut n_answer, mut finish) = match cfg.natural_output {
         Some(n) if !req.ignore_eos => {
             let want = n.max(req.min_tokens.saturating_sub(n_reason));
-            if want < budget { (want, Finish::Stop) } else { (budget, Finish::Length) }
+            if want < budget {
+                (want, Finish::Stop)
+            } else {
+                (budget, Finish::Length)
+            }
         }
         _ => (budget, Finish::Length),
     };
@@ -741,7 +784,12 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         _ => None,
     }
     .map(|c| (if total <= 1 { 0 } else { rng.random_range(1..total) } as u32, c));
-    let plan = Plan { n_reason: n_reason as u32, n_answer: n_answer as u32, finish, cut };
+    let plan = Plan {
+        n_reason: n_reason as u32,
+        n_answer: n_answer as u32,
+        finish,
+        cut,
+    };
 
     // Queue for a slot.
     let permit = match shared.slots.clone().acquire_owned().await {
@@ -753,7 +801,10 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     let (ttft_us, tpot_us) = if cfg.no_latency {
         (0.0, 0.0)
     } else {
-        (cfg.ttft_ms * 1000.0 + cfg.prefill_us_per_token * (req.prompt_tokens - cached) as f64, cfg.tpot_ms * 1000.0)
+        (
+            cfg.ttft_ms * 1000.0 + cfg.prefill_us_per_token * (req.prompt_tokens - cached) as f64,
+            cfg.tpot_ms * 1000.0,
+        )
     };
     let sched = Sched {
         next: started + Duration::from_nanos((ttft_us * 1000.0) as u64),
@@ -769,16 +820,27 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         Api::Messages => format!("msg_sim{seq:x}"),
     };
     let model_json = serde_json::to_string(&req.model).unwrap_or_else(|_| "\"\"".into());
-    let ident = Ident { id: &id, created: unix_now(), model_json: &model_json };
-    let usage0 = Usage { prompt: req.prompt_tokens, cached, completion: 0, reasoning: 0 };
+    let ident = Ident {
+        id: &id,
+        created: unix_now(),
+        model_json: &model_json,
+    };
+    let usage0 = Usage {
+        prompt: req.prompt_tokens,
+        cached,
+        completion: 0,
+        reasoning: 0,
+    };
     let reasoning_field = cfg.reasoning_field.name();
     if req.stream {
         let tpl = Templates::new(api, &ident, reasoning_field, req.include_usage, &usage0, n_reason > 0);
         let stall = Duration::from_secs_f64(cfg.stall_s);
         let s = SimStream::new(shared.clone(), tpl, plan, sched, t0, outcome, stall, permit);
         let mut r = Response::new(Body::new(s));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return r;
     }
     // Non-streaming: run the same schedule, answer at the end.
@@ -794,7 +856,10 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
             tokio::time::sleep(Duration::from_secs_f64(cfg.stall_s)).await;
         }
         drop(permit);
-        return fail(outcome, server_error(500, "The server had an error while generating (simulated)."));
+        return fail(
+            outcome,
+            server_error(500, "The server had an error while generating (simulated)."),
+        );
     }
     let mut offsets = Vec::with_capacity((total as usize).min(stream::MAX_OFFSETS + 1));
     for i in 0..total {
@@ -810,7 +875,11 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     outcome.e2e_us = Some(t0.elapsed().as_micros() as u64);
     outcome.completed = true;
     let sim = stream::sim_json(&outcome, &offsets);
-    let usage = Usage { completion: total, reasoning: n_reason, ..usage0 };
+    let usage = Usage {
+        completion: total,
+        reasoning: n_reason,
+        ..usage0
+    };
     let body = stream::full_body(api, &ident, &plan, &usage, reasoning_field, &sim);
     shared.finish(&outcome);
     json_response(body)

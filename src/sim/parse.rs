@@ -39,7 +39,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad(param: Option<&'static str>, message: String) -> Self {
-        ApiError { status: 400, kind: "invalid_request_error", message, param, code: None, retry_after_s: None }
+        ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message,
+            param,
+            code: None,
+            retry_after_s: None,
+        }
     }
 
     pub fn body(&self, api: Api) -> String {
@@ -67,7 +74,8 @@ impl ApiError {
     pub fn response(&self, api: Api) -> Response {
         let mut r = Response::new(Body::from(self.body(api)));
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -104,7 +112,10 @@ fn type_name(v: &Value) -> &'static str {
 fn wrong_type(api: Api, field: &'static str, expected: &str, got: &Value) -> ApiError {
     let msg = match api {
         Api::Messages => format!("{field}: Input should be {expected}, got {}", type_name(got)),
-        _ => format!("Invalid type for '{field}': expected {expected}, but got {} instead.", type_name(got)),
+        _ => format!(
+            "Invalid type for '{field}': expected {expected}, but got {} instead.",
+            type_name(got)
+        ),
     };
     ApiError::bad(Some(field), msg)
 }
@@ -149,12 +160,7 @@ fn opt_int(api: Api, o: &Map<String, Value>, field: &'static str, min: i64) -> R
 }
 
 /// Collects the text of a message `content` (a string or an array of parts).
-fn content_texts<'a>(
-    api: Api,
-    field: &'static str,
-    v: &'a Value,
-    out: &mut Vec<&'a str>,
-) -> Result<(), ApiError> {
+fn content_texts<'a>(api: Api, field: &'static str, v: &'a Value, out: &mut Vec<&'a str>) -> Result<(), ApiError> {
     match v {
         Value::String(s) => out.push(s),
         Value::Null if api != Api::Messages => {}
@@ -272,7 +278,10 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
                 match mo.get("content") {
                     Some(c) => content_texts(api, "messages", c, &mut texts)?,
                     None if api == Api::Messages => {
-                        return Err(ApiError::bad(Some("messages"), "messages.content: Field required".into()));
+                        return Err(ApiError::bad(
+                            Some("messages"),
+                            "messages.content: Field required".into(),
+                        ));
                     }
                     None => {}
                 }

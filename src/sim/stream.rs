@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
-use rand::rngs::StdRng;
 use rand::Rng;
+use rand::rngs::StdRng;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
@@ -115,11 +115,26 @@ pub struct Usage {
 }
 
 impl Templates {
-    pub fn new(api: Api, ident: &Ident, reasoning_field: &str, include_usage: bool, usage: &Usage, reasoning: bool) -> Self {
-        let suffix = if include_usage { "],\"usage\":null}\n\n" } else { "]}\n\n" };
+    pub fn new(
+        api: Api,
+        ident: &Ident,
+        reasoning_field: &str,
+        include_usage: bool,
+        usage: &Usage,
+        reasoning: bool,
+    ) -> Self {
+        let suffix = if include_usage {
+            "],\"usage\":null}\n\n"
+        } else {
+            "]}\n\n"
+        };
         match api {
             Api::Chat | Api::Completions => {
-                let object = if api == Api::Chat { "chat.completion.chunk" } else { "text_completion" };
+                let object = if api == Api::Chat {
+                    "chat.completion.chunk"
+                } else {
+                    "text_completion"
+                };
                 let prefix = format!(
                     "data: {{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{},\"model\":{},\"choices\":[",
                     ident.id, ident.created, ident.model_json
@@ -127,7 +142,9 @@ impl Templates {
                 let chunk = |choice: &str| Bytes::from(format!("{prefix}{choice}{suffix}"));
                 let (first, reason_tok, answer_tok) = if api == Api::Chat {
                     (
-                        chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#),
+                        chunk(
+                            r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#,
+                        ),
                         chunk(&format!(
                             r#"{{"index":0,"delta":{{"{reasoning_field}":"{REASON_WORD}"}},"logprobs":null,"finish_reason":null}}"#
                         )),
@@ -139,7 +156,9 @@ impl Templates {
                     (
                         Bytes::new(),
                         Bytes::new(),
-                        chunk(&format!(r#"{{"text":"{ANSWER_WORD}","index":0,"logprobs":null,"finish_reason":null}}"#)),
+                        chunk(&format!(
+                            r#"{{"text":"{ANSWER_WORD}","index":0,"logprobs":null,"finish_reason":null}}"#
+                        )),
                     )
                 };
                 Templates {
@@ -202,7 +221,11 @@ impl Templates {
         match self.api {
             Api::Chat | Api::Completions => {
                 let reason = finish_str(finish);
-                let suffix = if self.usage_null { "],\"usage\":null}\n\n" } else { "]}\n\n" };
+                let suffix = if self.usage_null {
+                    "],\"usage\":null}\n\n"
+                } else {
+                    "]}\n\n"
+                };
                 if self.api == Api::Chat {
                     let _ = write!(
                         s,
@@ -217,7 +240,12 @@ impl Templates {
                     );
                 }
                 if let Some(sim) = sim {
-                    let _ = write!(s, "{}],\"usage\":{},\"sim\":{sim}}}\n\n", self.prefix, openai_usage(usage));
+                    let _ = write!(
+                        s,
+                        "{}],\"usage\":{},\"sim\":{sim}}}\n\n",
+                        self.prefix,
+                        openai_usage(usage)
+                    );
                 }
                 s.push_str("data: [DONE]\n\n");
             }
@@ -362,7 +390,11 @@ impl SimStream {
         let first = sched.next;
         SimStream {
             shared,
-            coalesce_hint: if no_wait { (total + 4) * tpl.answer_tok.len().max(64) + 1024 } else { 0 },
+            coalesce_hint: if no_wait {
+                (total + 4) * tpl.answer_tok.len().max(64) + 1024
+            } else {
+                0
+            },
             tpl,
             plan,
             sched,
@@ -516,7 +548,11 @@ impl http_body::Body for SimStream {
                     }
                 }
                 Phase::Done => {
-                    return if buf.is_empty() { Poll::Ready(None) } else { Self::frame(buf) };
+                    return if buf.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Self::frame(buf)
+                    };
                 }
             }
         }
@@ -529,7 +565,11 @@ pub fn full_body(api: Api, ident: &Ident, plan: &Plan, usage: &Usage, reasoning_
     let reasoning = REASON_WORD.repeat(plan.n_reason as usize);
     match api {
         Api::Chat => {
-            let r = if plan.n_reason > 0 { format!(",\"{reasoning_field}\":\"{reasoning}\"") } else { String::new() };
+            let r = if plan.n_reason > 0 {
+                format!(",\"{reasoning_field}\":\"{reasoning}\"")
+            } else {
+                String::new()
+            };
             format!(
                 "{{\"id\":\"{}\",\"object\":\"chat.completion\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{answer}\"{r}}},\"logprobs\":null,\"finish_reason\":\"{}\"}}],\"usage\":{},\"sim\":{sim}}}",
                 ident.id,
