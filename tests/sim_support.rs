@@ -84,7 +84,12 @@ impl Sim {
         let mut buf = String::new();
         let mut events = Vec::new();
         let mut chunk_times = Vec::new();
-        while let Ok(Some(c)) = r.chunk().await {
+        loop {
+            let c = match r.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => panic!("stream error: {e:?}"),
+            };
             let now = Instant::now();
             chunk_times.push(now);
             buf.push_str(std::str::from_utf8(&c).unwrap());
@@ -94,6 +99,7 @@ impl Sim {
                 events.push(Event::parse(now, &ev));
             }
         }
+        chunk_times.push(Instant::now());
         Streamed {
             status,
             headers,
@@ -141,6 +147,7 @@ pub struct Streamed {
     pub headers: reqwest::header::HeaderMap,
     pub events: Vec<Event>,
     pub rest: String,
+    /// Arrival of each body chunk, then the end of the body.
     pub chunk_times: Vec<Instant>,
 }
 
