@@ -39,8 +39,17 @@ fn classify(s: &Streamed, stall_us: u128) -> Seen {
     }
     if !s.done() {
         assert!(s.finish().is_none(), "a cut stream must not carry a finish reason");
-        let gap = s.chunk_times.windows(2).map(|w| w[1].duration_since(w[0]).as_micros()).max().unwrap_or(0);
-        return if gap >= stall_us { Seen::Stalled } else { Seen::Truncated };
+        let gap = s
+            .chunk_times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_micros())
+            .max()
+            .unwrap_or(0);
+        return if gap >= stall_us {
+            Seen::Stalled
+        } else {
+            Seen::Truncated
+        };
     }
     if s.events.iter().filter(|e| e.data.contains(":\" tok\"")).count() == 0 {
         assert_eq!(s.finish().as_deref(), Some("stop"));
@@ -56,8 +65,17 @@ fn bounds() -> (f64, f64) {
 }
 
 async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
-    let sim = Sim::start(SimConfig { seed: 42, stall_s: 0.03, ..cfg }).await;
-    let body = if path == "/v1/messages" { anthropic("a b c d", 8, true) } else { chat("a b c d", 8, true) };
+    let sim = Sim::start(SimConfig {
+        seed: 42,
+        stall_s: 0.03,
+        ..cfg
+    })
+    .await;
+    let body = if path == "/v1/messages" {
+        anthropic("a b c d", 8, true)
+    } else {
+        chat("a b c d", 8, true)
+    };
     let mut counts = std::collections::HashMap::new();
     // 8 concurrent clients keep the stalls from serialising the run.
     let futs = (0..8).map(|_| {
@@ -77,11 +95,19 @@ async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
     let ok = counts.get(&Seen::Ok).copied().unwrap_or(0);
     assert_eq!(hits + ok, N, "{expect:?}: only that fault may appear: {counts:?}");
     let (lo, hi) = bounds();
-    assert!((lo..=hi).contains(&(hits as f64)), "{expect:?}: {hits} of {N}, expected {lo:.0}..{hi:.0}");
+    assert!(
+        (lo..=hi).contains(&(hits as f64)),
+        "{expect:?}: {hits} of {N}, expected {lo:.0}..{hi:.0}"
+    );
     let stats = sim.get_json("/sim/stats").await;
     assert_eq!(stats["requests"], N as u64);
     assert_eq!(stats["faults"][stat_key], hits as u64, "{stats}");
-    let statuses: u64 = stats["by_endpoint"][path].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let statuses: u64 = stats["by_endpoint"][path]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(statuses, N as u64);
     eprintln!("{expect:?} on {path}: {hits}/{N}");
     sim.stop().await;
@@ -89,50 +115,129 @@ async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_429() {
-    run_fault(SimConfig { fault_429: RATE, ..fast() }, "/v1/chat/completions", Seen::H429, "http_429").await;
+    run_fault(
+        SimConfig {
+            fault_429: RATE,
+            ..fast()
+        },
+        "/v1/chat/completions",
+        Seen::H429,
+        "http_429",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_500() {
-    run_fault(SimConfig { fault_500: RATE, ..fast() }, "/v1/messages", Seen::H500, "http_500").await;
+    run_fault(
+        SimConfig {
+            fault_500: RATE,
+            ..fast()
+        },
+        "/v1/messages",
+        Seen::H500,
+        "http_500",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_503() {
-    run_fault(SimConfig { fault_503: RATE, ..fast() }, "/v1/chat/completions", Seen::H503, "http_503").await;
+    run_fault(
+        SimConfig {
+            fault_503: RATE,
+            ..fast()
+        },
+        "/v1/chat/completions",
+        Seen::H503,
+        "http_503",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_error_event_openai() {
-    run_fault(SimConfig { fault_error_event: RATE, ..fast() }, "/v1/chat/completions", Seen::ErrorEvent, "error_event")
-        .await;
+    run_fault(
+        SimConfig {
+            fault_error_event: RATE,
+            ..fast()
+        },
+        "/v1/chat/completions",
+        Seen::ErrorEvent,
+        "error_event",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_error_event_anthropic() {
-    run_fault(SimConfig { fault_error_event: RATE, ..fast() }, "/v1/messages", Seen::ErrorEvent, "error_event").await;
+    run_fault(
+        SimConfig {
+            fault_error_event: RATE,
+            ..fast()
+        },
+        "/v1/messages",
+        Seen::ErrorEvent,
+        "error_event",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_truncate() {
-    run_fault(SimConfig { fault_truncate: RATE, ..fast() }, "/v1/chat/completions", Seen::Truncated, "truncate").await;
+    run_fault(
+        SimConfig {
+            fault_truncate: RATE,
+            ..fast()
+        },
+        "/v1/chat/completions",
+        Seen::Truncated,
+        "truncate",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_stall() {
-    run_fault(SimConfig { fault_stall: RATE, ..fast() }, "/v1/messages", Seen::Stalled, "stall").await;
+    run_fault(
+        SimConfig {
+            fault_stall: RATE,
+            ..fast()
+        },
+        "/v1/messages",
+        Seen::Stalled,
+        "stall",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_empty() {
-    run_fault(SimConfig { fault_empty: RATE, ..fast() }, "/v1/chat/completions", Seen::Empty, "empty").await;
+    run_fault(
+        SimConfig {
+            fault_empty: RATE,
+            ..fast()
+        },
+        "/v1/chat/completions",
+        Seen::Empty,
+        "empty",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_event_shapes() {
-    let sim = Sim::start(SimConfig { fault_error_event: 1.0, ..fast() }).await;
+    let sim = Sim::start(SimConfig {
+        fault_error_event: 1.0,
+        ..fast()
+    })
+    .await;
     let s = sim.stream("/v1/chat/completions", &chat("a b", 8, true)).await;
-    let err = s.events.iter().find_map(|e| e.json().filter(|v| v.get("error").is_some())).unwrap();
+    let err = s
+        .events
+        .iter()
+        .find_map(|e| e.json().filter(|v| v.get("error").is_some()))
+        .unwrap();
     for k in ["message", "type", "param", "code"] {
         assert!(err["error"].get(k).is_some(), "{err}");
     }
@@ -154,10 +259,20 @@ async fn error_event_shapes() {
 async fn same_seed_same_faults() {
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let sim = Sim::start(SimConfig { seed: 7, fault_500: 0.3, fault_429: 0.3, ..fast() }).await;
+        let sim = Sim::start(SimConfig {
+            seed: 7,
+            fault_500: 0.3,
+            fault_429: 0.3,
+            ..fast()
+        })
+        .await;
         let mut v = Vec::new();
         for _ in 0..50 {
-            v.push(sim.post("/v1/chat/completions", &chat("a", 2, false).to_string()).await.0);
+            v.push(
+                sim.post("/v1/chat/completions", &chat("a", 2, false).to_string())
+                    .await
+                    .0,
+            );
         }
         runs.push(v);
         sim.stop().await;
