@@ -792,10 +792,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     };
 
     // Queue for a slot.
-    let permit = match shared.slots.clone().acquire_owned().await {
-        Ok(p) => Some(p),
-        Err(_) => None,
-    };
+    let permit = shared.slots.clone().acquire_owned().await.ok();
     let started = Instant::now();
     outcome.queue_us = started.duration_since(t0).as_micros() as u64;
     let (ttft_us, tpot_us) = if cfg.no_latency {
