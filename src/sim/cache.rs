@@ -1,0 +1,107 @@
+//! The simulated prefix cache: blocks of [`BLOCK_WORDS`] words identified by a
+//! hash chain (each block's hash covers every word before it), kept in an LRU
+//! bounded by a number of blocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hasher};
+
+/// Words per cache block (docs/contracts.md).
+pub const BLOCK_WORDS: usize = 16;
+
+/// Counts the whitespace-separated words of `pieces` and returns
+/// (word count, hash of every whole leading block, chained).
+pub fn count_and_hash<'a>(pieces: impl Iterator<Item = &'a str>) -> (u64, Vec<u64>) {
+    let mut words = 0u64;
+    let mut hashes = Vec::new();
+    let mut h = DefaultHasher::new();
+    let mut in_block = 0usize;
+    for piece in pieces {
+        for w in piece.split_whitespace() {
+            h.write(w.as_bytes());
+            h.write_u8(0xff);
+            words += 1;
+            in_block += 1;
+            if in_block == BLOCK_WORDS {
+                let prev = h.finish();
+                hashes.push(prev);
+                h = DefaultHasher::new();
+                h.write_u64(prev);
+                in_block = 0;
+            }
+        }
+    }
+    (words, hashes)
+}
+
+/// LRU set of block hashes.
+pub struct PrefixCache {
+    cap: usize,
+    tick: u64,
+    by_hash: HashMap<u64, u64>,
+    by_tick: BTreeMap<u64, u64>,
+}
+
+impl PrefixCache {
+    pub fn new(cap: usize) -> Self {
+        PrefixCache {
+            cap,
+            tick: 0,
+            by_hash: HashMap::new(),
+            by_tick: BTreeMap::new(),
+        }
+    }
+
+    /// Returns how many leading blocks of `hashes` were cached, then records
+    /// all of them (the last block is touched first so that, as in vLLM, a
+    /// prefix's tail is evicted before its head).
+    pub fn lookup_insert(&mut self, hashes: &[u64]) -> usize {
+        if self.cap == 0 {
+            return 0;
+        }
+        let hit = hashes.iter().take_while(|h| self.by_hash.contains_key(h)).count();
+        for &h in hashes.iter().rev() {
+            self.tick += 1;
+            if let Some(old) = self.by_hash.insert(h, self.tick) {
+                self.by_tick.remove(&old);
+            }
+            self.by_tick.insert(self.tick, h);
+        }
+        while self.by_hash.len() > self.cap {
+            match self.by_tick.pop_first() {
+                Some((_, h)) => {
+                    self.by_hash.remove(&h);
+                }
+                None => break,
+            }
+        }
+        hit
+    }
+
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+        self.by_tick.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_and_lru() {
+        let a = "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z A B C D E F G H";
+        let (n, hs) = count_and_hash([a].into_iter());
+        assert_eq!(n, 34);
+        assert_eq!(hs.len(), 2);
+        // split across pieces gives the same hashes
+        let (_, hs2) =
+            count_and_hash(["A B C D E F G H", "I J K L M N O P Q R S T U V W X Y Z A B C D E F G H"].into_iter());
+        assert_eq!(hs, hs2);
+        let mut c = PrefixCache::new(3);
+        assert_eq!(c.lookup_insert(&hs), 0);
+        assert_eq!(c.lookup_insert(&hs), 2);
+        assert_eq!(c.lookup_insert(&[1, 2]), 0);
+        // capacity 3: the oldest (tail of the first prefix, then its head) went
+        assert!(c.by_hash.len() <= 3);
+    }
+}
