@@ -100,6 +100,14 @@ impl Connection {
     }
 
     /// The next decoded message; `None` once the socket reader has stopped.
+    /// Keeps reading (and dropping) what the master sends for `d`, so the
+    /// last messages we sent are delivered before the process exits: closing
+    /// a TCP socket with unread input makes the kernel send a reset, which
+    /// can make the master's side discard our final stats.
+    pub async fn linger(&mut self, d: Duration) {
+        let _ = tokio::time::timeout(d, async { while self.inbox.recv().await.is_some() {} }).await;
+    }
+
     pub async fn recv(&mut self) -> Option<Result<MasterMsg, WireError>> {
         self.inbox.recv().await
     }

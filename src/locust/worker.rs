@@ -37,7 +37,9 @@ pub const MASTER_SILENCE: Duration = Duration::from_secs(6);
 const READY_RETRY: Duration = Duration::from_secs(5);
 /// On `quit` the master waits only 0.5 s for final stats: in-flight
 /// requests get this long to finish, then are cancelled and counted.
-const QUIT_GRACE: Duration = Duration::from_millis(300);
+const QUIT_GRACE: Duration = Duration::from_millis(100);
+/// After the final stats, the socket stays open this long before exit.
+const LINGER: Duration = Duration::from_millis(300);
 /// Events from users waiting for the loop; when full, users wait.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -107,8 +109,10 @@ pub async fn run(opts: WorkerOptions, shutdown: impl Future<Output = ()>) -> Res
         let end = worker.session(&mut conn, shutdown.as_mut()).await;
         last_contact = worker.last_master_heartbeat;
         match end {
-            SessionEnd::Quit => return Ok(()),
-            SessionEnd::Signal => return Ok(()),
+            SessionEnd::Quit | SessionEnd::Signal => {
+                conn.linger(LINGER).await;
+                return Ok(());
+            }
             SessionEnd::Lost(reason) => {
                 warn!("lost the master ({reason}); resetting and reconnecting");
                 worker.reset().await;
@@ -301,6 +305,7 @@ impl Worker {
         };
         let user_classes_count = self.user_counts();
         let user_count = user_classes_count.values().sum();
+        debug!(requests = window.total.num_requests, failures = window.total.num_failures, "stats window");
         WorkerMsg::Stats(Box::new(StatsPayload {
             stats: window.entries,
             stats_total: window.total,
