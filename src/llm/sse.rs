@@ -21,11 +21,12 @@
 //!   `Event` (three `String`s) per event. Measured in release on the
 //!   project's 2-core dev box with the ignored bench in tests/llm_sse.rs
 //!   (`cargo test --release --test llm_sse -- --ignored --nocapture`),
-//!   one network chunk per event: framing alone costs 330-380 ns/event with
-//!   eventsource-stream against 21-34 ns/event here. Our whole hot path,
-//!   framing + JSON + timeline, is 315 ns/event on 64-token OpenAI chat
-//!   streams and 207 ns/event on Anthropic streams: eventsource-stream's
-//!   framing alone would cost more than that. The budget is ~1.5 µs/event
+//!   one network chunk per event: framing alone costs 330-470 ns/event with
+//!   eventsource-stream (up to 1.6 µs on the Anthropic fixture under load)
+//!   against 20-35 ns/event here. Our whole hot path, framing + JSON +
+//!   timeline, is 315-375 ns/event on 64-token OpenAI chat streams and
+//!   210-370 ns/event on Anthropic streams (ranges: repeated runs on a busy
+//!   machine): eventsource-stream's framing alone costs more than that. The budget is ~1.5 µs/event
 //!   for everything including HTTP (10,000 requests/s × 64 tokens per core);
 //! - it panics on a stream starting with a UTF-8 BOM: it slices one byte
 //!   off a three-byte character (`eventsource_stream_panics_on_a_leading_bom`

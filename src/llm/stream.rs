@@ -37,8 +37,10 @@
 //!
 //! Unknown fields and events are ignored; the simulator's `sim` object is
 //! skipped like any unknown field. Parsing borrows from the event data and
-//! allocates nothing per event except in the rare error paths; the only
-//! growing buffer is `itl_us`, pre-sized from the expected output length.
+//! allocates nothing per event, except serde_json's scratch buffer for a
+//! string with escapes (e.g. `\n` in content) and the rare error paths; the
+//! only growing buffer is `itl_us`, pre-sized from the expected output
+//! length (tests/llm_sse.rs counts: 6 allocations for a 68-event stream).
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
