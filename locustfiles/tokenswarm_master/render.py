@@ -232,15 +232,17 @@ def svg_chart(title, series, unit, width=900, height=240):
         label = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S")
         parts.append(f'<text x="{x(t):.1f}" y="{top + h + 18}" font-size="11" text-anchor="{anchor}">{label}</text>')
     for i, (label, data, dashed) in enumerate(series):
-        color = COLORS[i // 2 % len(COLORS)] if any(d for *_, d in series) else COLORS[i % len(COLORS)]
+        # p50/p95 pairs share a colour; otherwise one colour per series
+        paired = any(d for *_, d in series)
+        color = COLORS[(i // 2 if paired else i) % len(COLORS)]
         coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in data if v is not None)
+        dash = ' stroke-dasharray="5,4"' if dashed else ""
         if coords:
-            dash = ' stroke-dasharray="5,4"' if dashed else ""
             parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{coords}"/>')
         last = next((v for _, v in reversed(data) if v is not None), None)
         ly = top + 14 + 16 * i
         parts.append(f'<line x1="{left + w + 10}" y1="{ly - 4}" x2="{left + w + 28}" y2="{ly - 4}" stroke="{color}" '
-                     f'stroke-width="2"{" stroke-dasharray=\"5,4\"" if dashed else ""}/>'
+                     f'stroke-width="2"{dash}/>'
                      f'<text x="{left + w + 32}" y="{ly}" font-size="11">{html.escape(label)}'
                      f'{"" if last is None else f" {last:,.1f}"}</text>')
     parts.append("</svg>")
