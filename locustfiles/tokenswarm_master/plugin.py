@@ -61,7 +61,7 @@ class State:
 
 def add_options(parser, default_path):
     """The --llm-* options; blank means "use the scenarios file's value"."""
-    g = parser.add_argument_group("tokenswarm", "LLM load options (override the scenarios file)")
+    g = parser  # argument groups lose include_in_web_ui, so options go on the parser
     g.add_argument("--llm-scenarios", default=default_path, help="Scenarios YAML file (user classes are defined from it at startup)")
     g.add_argument("--llm-mode", default="", help="closed (users) or open (arrival rate)")
     g.add_argument("--llm-rate-phases", default="", help='Open loop: rate:duration_s[:ramp_s],... e.g. "200:30,400:30:5" (cluster req/s)')
