@@ -18,6 +18,7 @@ import sys
 import time
 
 import gevent
+import gevent.event
 from locust import __version__
 from locust.rpc import Message, zmqrpc
 from locust.stats import RequestStats
@@ -31,7 +32,7 @@ class FakeWorker:
         self.args = args
         self.node_id = f"fake_{args.worker}_{os.getpid()}"
         self.client = zmqrpc.Client("127.0.0.1", args.port, self.node_id)
-        self.reports = llm_reports.worker_reports(args.worker, int(time.time()) - 5) if args.send_reports else []
+        self.reports = llm_reports.worker_reports(args.worker, args.base or int(time.time()) - 5) if args.send_reports else []
         self.state = "ready"
         self.user_classes_count = {}
         self.sent_first = False
@@ -122,6 +123,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--worker", type=int, default=0, help="which report set of llm_reports.py to send")
     p.add_argument("--out", required=True, help="JSON-lines file of messages received from the master")
+    p.add_argument("--base", type=int, default=0, help="first Unix second of the reports (default: now - 5)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between stats messages")
     p.add_argument("--no-reports", dest="send_reports", action="store_false")
     p.add_argument("--warn", default="", help="SCENARIO:MESSAGE, sent (twice) after the first report")
