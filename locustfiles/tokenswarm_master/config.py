@@ -146,7 +146,30 @@ def validate(doc):
     for field, default in (("connect_s", 10.0), ("first_token_s", 120.0), ("total_s", 600.0)):
         timeouts.setdefault(field, default)
         _positive("timeouts", field, timeouts[field], "use a positive number of seconds")
+    _floats(doc)
     return doc
+
+
+FLOAT_FIELDS = {"load": ("burstiness",), "slo": tuple(SLO_FIELDS), "safety": ("error_limit",),
+                "timeouts": tuple(TIMEOUT_FIELDS)}
+
+
+def _floats(doc):
+    """Sends float fields as floats (YAML `1000` is an int), so a strict
+    decoder on the worker never sees an integer where it expects f64."""
+    for section, fields in FLOAT_FIELDS.items():
+        for f in fields:
+            if doc[section].get(f) is not None:
+                doc[section][f] = float(doc[section][f])
+    for p in doc["load"]["phases"]:
+        for f in PHASE_FIELDS:
+            p[f] = float(p[f])
+    for s in doc["scenarios"]:
+        if s.get("temperature") is not None:
+            s["temperature"] = float(s["temperature"])
+        for f in ("seconds", "min_s", "max_s"):
+            if f in (s.get("wait") or {}):
+                s["wait"][f] = float(s["wait"][f])
 
 
 def _validate_scenario(s, seen):
