@@ -94,8 +94,8 @@ def preflight(state, opts, quiet=False):
                       f"{names} differ from the user classes defined at startup {state.user_class_names}; "
                       "restart locust with --llm-scenarios to change scenarios")
     message, ok = cfgmod.check_budget(cfg)
-    if message and not quiet:
-        (logger.info if ok else logger.error)(message)
+    if message and ok and not quiet:
+        logger.info(message)  # the estimate; the caller logs a refusal
     return (cfg, None) if ok else (None, message)
 
 
