@@ -200,7 +200,11 @@ def install_web(environment, state):
     @app.route("/llm/charts")
     @web_ui.auth_required_if_enabled
     def llm_charts():
-        return Response(render.charts_page(state.doc(), state.aggregator.history), mimetype="text/html")
+        try:  # ?refresh=0 gives a static page (printing, headless browsers)
+            refresh = max(0, int(request.args.get("refresh", 5)))
+        except ValueError:
+            refresh = 5
+        return Response(render.charts_page(state.doc(), state.aggregator.history, refresh), mimetype="text/html")
 
     @app.before_request
     def check_swarm_form():
