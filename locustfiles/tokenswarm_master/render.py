@@ -96,7 +96,8 @@ def table_rows(doc):
     rows = []
 
     def row(scenario, metric, value="", **cols):
-        rows.append({"name": f"{scenario} {metric}", "scenario": scenario, "metric": metric,
+        # the table sorts by `name` by default: a sequence number keeps our order
+        rows.append({"name": f"{len(rows):03d} {scenario} {metric}", "scenario": scenario, "metric": metric,
                      "count": "", "p50": "", "p90": "", "p99": "", "max": "", "avg": "", "value": value, **cols})
 
     if doc.get("abort"):
@@ -122,7 +123,7 @@ def table_rows(doc):
             row(name, "Token divergence",
                 f"WARNING: {s['prompt_divergent']} prompt / {s['output_divergent']} output counts >10 % off target")
     for i, w in enumerate(doc.get("warnings", [])):
-        rows.append({**rows[-1], "name": f"warning {i}", "scenario": w.get("scenario") or "", "metric": "Warning",
+        rows.append({**rows[-1], "name": f"{len(rows):03d} warning {i}", "scenario": w.get("scenario") or "", "metric": "Warning",
                      "count": "", "p50": "", "p90": "", "p99": "", "max": "", "avg": "", "value": w["message"]})
     row("Total", "Charts", "open ./llm/charts (also linked under Download data)")
     return rows

@@ -29,11 +29,12 @@ def chromium():
 def browse(binary, url, tmp_path, screenshot=None):
     """Loads `url` headless; returns the DOM after scripts ran (virtual time)."""
     common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+              "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--no-first-run",
               "--window-size=1500,1100", "--virtual-time-budget=6000"]
-    if screenshot:
-        subprocess.run(common + [f"--screenshot={screenshot}", url], check=True, timeout=60, capture_output=True)
     dom = subprocess.run(common + ["--dump-dom", url], check=True, timeout=60, capture_output=True, text=True)
+    if screenshot:
+        subprocess.run(common + ["--run-all-compositor-stages-before-draw", f"--screenshot={screenshot}", url],
+                       check=True, timeout=60, capture_output=True)
     return dom.stdout
 
 
