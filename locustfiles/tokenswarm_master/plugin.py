@@ -62,22 +62,22 @@ class State:
 def add_options(parser, default_path):
     """The --llm-* options; blank means "use the scenarios file's value"."""
     g = parser  # argument groups lose include_in_web_ui, so options go on the parser
-    g.add_argument("--llm-scenarios", default=default_path, help="Scenarios YAML file (user classes are defined from it at startup)")
-    g.add_argument("--llm-mode", default="", help="closed (users) or open (arrival rate)")
-    g.add_argument("--llm-rate-phases", default="", help='Open loop: rate:duration_s[:ramp_s],... e.g. "200:30,400:30:5" (cluster req/s)')
-    g.add_argument("--llm-arrival", default="", help="Open loop arrivals: constant, poisson or gamma")
-    g.add_argument("--llm-burstiness", default="", help="Gamma shape (1 = Poisson, <1 burstier, >1 smoother)")
-    g.add_argument("--llm-max-in-flight", default="", help="Open loop: cap on in-flight requests per worker")
-    g.add_argument("--llm-slo-ttft-ms", default="", help="Goodput SLO on time to first token, ms")
-    g.add_argument("--llm-slo-tpot-ms", default="", help="Goodput SLO on time per output token, ms")
-    g.add_argument("--llm-slo-e2e-ms", default="", help="Goodput SLO on end-to-end latency, ms")
-    g.add_argument("--llm-error-limit", default="", help="Abort when this fraction of recent requests fail (0 disables)")
+    g.add_argument("--llm-scenarios", env_var="LOCUST_LLM_SCENARIOS", default=default_path, help="Scenarios YAML file (user classes are defined from it at startup)")
+    g.add_argument("--llm-mode", env_var="LOCUST_LLM_MODE", default="", help="closed (users) or open (arrival rate)")
+    g.add_argument("--llm-rate-phases", env_var="LOCUST_LLM_RATE_PHASES", default="", help='Open loop: rate:duration_s[:ramp_s],... e.g. "200:30,400:30:5" (cluster req/s)')
+    g.add_argument("--llm-arrival", env_var="LOCUST_LLM_ARRIVAL", default="", help="Open loop arrivals: constant, poisson or gamma")
+    g.add_argument("--llm-burstiness", env_var="LOCUST_LLM_BURSTINESS", default="", help="Gamma shape (1 = Poisson, <1 burstier, >1 smoother)")
+    g.add_argument("--llm-max-in-flight", env_var="LOCUST_LLM_MAX_IN_FLIGHT", default="", help="Open loop: cap on in-flight requests per worker")
+    g.add_argument("--llm-slo-ttft-ms", env_var="LOCUST_LLM_SLO_TTFT_MS", default="", help="Goodput SLO on time to first token, ms")
+    g.add_argument("--llm-slo-tpot-ms", env_var="LOCUST_LLM_SLO_TPOT_MS", default="", help="Goodput SLO on time per output token, ms")
+    g.add_argument("--llm-slo-e2e-ms", env_var="LOCUST_LLM_SLO_E2E_MS", default="", help="Goodput SLO on end-to-end latency, ms")
+    g.add_argument("--llm-error-limit", env_var="LOCUST_LLM_ERROR_LIMIT", default="", help="Abort when this fraction of recent requests fail (0 disables)")
     g.add_argument("--llm-warmup", dest="llm_warmup", action="store_const", const="true", default="",
                    help="One successful request per scenario before load (true/false; default from file)")
     g.add_argument("--llm-no-warmup", dest="llm_warmup", action="store_const", const="false",
                    include_in_web_ui=False, help="Skip the warm-up requests")
-    g.add_argument("--llm-input-token-budget", default="", help="Open loop: refuse to start above this input token estimate")
-    g.add_argument("--llm-output-token-budget", default="", help="Open loop: refuse to start above this output token estimate")
+    g.add_argument("--llm-input-token-budget", env_var="LOCUST_LLM_INPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this input token estimate")
+    g.add_argument("--llm-output-token-budget", env_var="LOCUST_LLM_OUTPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this output token estimate")
 
 
 def preflight(state, opts, quiet=False):

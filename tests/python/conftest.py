@@ -76,14 +76,14 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def master(self, *args, web=True, name="master"):
+    def master(self, *args, web=True, name="master", env=None):
         """A real Locust master on free ports; returns (process, base_url, master_port)."""
         mport, wport = free_port(), free_port()
         argv = [LOCUST, "-f", LOCUSTFILE, "--master", "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(mport), "-H", "http://127.0.0.1:9"]
         if web:
             argv += ["--web-host", "127.0.0.1", "--web-port", str(wport)]
-        p = self.start(name, argv + list(args))
+        p = self.start(name, argv + list(args), env=env)
         p.master_port = mport
         p.url = f"http://127.0.0.1:{wport}" if web else None
         return p

@@ -168,6 +168,14 @@ def test_invalid_options_name_option_value_and_valid_values(procs, tmp_path):
     assert "--llm-arrival" in log and "'bursty'" in log and "constant, poisson, gamma" in log
 
 
+def test_options_also_come_from_locust_env_vars(procs, tmp_path):
+    master = procs.master("--headless", "-u", "1", "-t", "20s", "--expect-workers", "1", web=False,
+                          env={"LOCUST_LLM_MODE": "sideways"})
+    procs.worker(master, 0)
+    assert master.wait(timeout=30) == 1
+    assert "--llm-mode" in log_text(master) and "'sideways'" in log_text(master)
+
+
 def test_web_form_rejects_bad_values_and_rescale_updates_cluster_users(procs, tmp_path):
     master = procs.master("--expect-workers", "1")
     wait_for_url(master.url + "/")
