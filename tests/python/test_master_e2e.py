@@ -145,6 +145,10 @@ def test_abort_in_web_mode_stops_the_run_and_shows_the_reason(procs, tmp_path):
     wait_for(lambda: json.loads(http_get(master.url + "/stats/requests"))["state"] == "stopped", what="stopped")
     rows = json.loads(http_get(master.url + "/stats/requests"))["extended_stats"][0]["data"]
     assert rows[0]["metric"] == "ABORTED" and "HTTP 404" in rows[0]["value"]
+    # "Reset stats" clears the LLM numbers as it clears Locust's
+    wait_for(lambda: json.loads(http_get(master.url + "/llm/json"))["total"]["requests"] > 0, what="some data")
+    http_post(master.url + "/stats/reset", {})
+    assert json.loads(http_get(master.url + "/llm/json"))["total"]["requests"] == 0
 
 
 def test_open_loop_over_budget_refuses_to_start(procs, tmp_path):
