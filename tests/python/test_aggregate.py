@@ -1,10 +1,12 @@
 """Unit tests of the master-side merge of workers' `llm` reports."""
 
+import os
 import types
 
 import pytest
 
 import llm_reports
+from conftest import REPO
 from tokenswarm_master import config, render
 from tokenswarm_master.aggregate import Aggregator, Dist
 
@@ -76,8 +78,7 @@ def test_other_versions_are_ignored():
 
 def test_percentiles_are_clamped_to_observed_range():
     d = Dist()
-    # a bucket rounded above the true max (1_000_499 µs -> key 1_000_000 is
-    # below; 1_995 -> 2_000 is above the max of 1_995)
+    # 1_995 µs rounds to bucket 2_000, above the true max of 1_995
     d.merge({"count": 2, "sum": 2_990, "min": 995, "max": 1_995, "hist": {995: 1, 2_000: 1}})
     assert d.percentile(0.99) == 1_995
     assert d.percentile(0.01) == 995
@@ -122,7 +123,7 @@ def test_phases_parse_and_token_estimate():
 
 
 def test_overrides_validate_with_option_value_and_valid_values():
-    doc = config.load_yaml(f"{llm_reports.__file__.rsplit('/tests/', 1)[0]}/locustfiles/scenarios.yaml")
+    doc = config.load_yaml(os.path.join(REPO, "locustfiles", "scenarios.yaml"))
     opts = types.SimpleNamespace(llm_mode="sideways")
     with pytest.raises(config.ConfigError) as e:
         config.apply_overrides(doc, opts)
