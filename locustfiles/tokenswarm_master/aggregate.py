@@ -129,7 +129,9 @@ class Aggregator:
         self.history = deque(maxlen=history_len)
         self.reset()
 
-    def reset(self):
+    def reset(self, keep_history=False):
+        """Clears merged numbers; "Reset stats" keeps the chart history (as
+        Locust keeps its charts), a new run clears it too."""
         with self._lock:
             self.scenarios = {}
             self.total = ScenarioAgg()
@@ -137,7 +139,8 @@ class Aggregator:
             self.ignored = 0
             # (received_at, scenario, ttft dist dict) for windowed percentiles
             self._recent = deque()
-            self.history.clear()
+            if not keep_history:
+                self.history.clear()
 
     def merge_report(self, llm, now=None):
         """Merges one worker's `llm` value; returns False when it is not a

@@ -291,7 +291,7 @@ def setup(scenarios_path, user_class_names, events=default_events):
     def _spawned(**_kw):
         env = state.environment
         if env is not None and env.reset_stats and isinstance(env.runner, MasterRunner):
-            state.aggregator.reset()  # --reset-stats: Locust resets its own stats here too
+            state.aggregator.reset(keep_history=True)  # --reset-stats: Locust resets its stats here too
 
     @events.worker_report.add_listener
     def _worker_report(client_id, data, **_kw):
@@ -300,7 +300,7 @@ def setup(scenarios_path, user_class_names, events=default_events):
 
     @events.reset_stats.add_listener
     def _reset(**_kw):
-        state.aggregator.reset()
+        state.aggregator.reset(keep_history=True)
 
     @events.quit.add_listener
     def _quit(**_kw):

@@ -67,6 +67,9 @@ def test_reset_clears_everything():
     assert doc["scenarios"] == {} and doc["total"]["requests"] == 0
     assert doc["total"]["metrics"]["ttft"]["p50_ms"] is None
     assert len(agg.history) == 0 and agg.reports == 0
+    agg.sample(BASE + 4, 4)
+    agg.reset(keep_history=True)  # what "Reset stats" does
+    assert len(agg.history) == 1
 
 
 def test_other_versions_are_ignored():
