@@ -99,16 +99,18 @@ def preflight(state, opts, quiet=False):
     return (cfg, None) if ok else (None, message)
 
 
-def _stop_run(environment, reason):
+def _stop_run(environment, reason, quit_process=None):
     """Stops the run: quit (exit code 1) when headless, stop when a web UI
     user is watching. Runs in its own greenlet: a message handler must not
     kill the runner greenlet it runs in."""
     environment.process_exit_code = 1
     opts = environment.parsed_options
     runner = environment.runner
+    if quit_process is None:
+        quit_process = opts is not None and opts.headless
 
     def stop():
-        if opts is not None and opts.headless:
+        if quit_process:
             logger.error(f"tokenswarm: quitting: {reason}")
             runner.quit()
         else:
@@ -125,13 +127,14 @@ def install(environment, state):
     def start(user_count, spawn_rate, *args, **kwargs):
         opts = environment.parsed_options
         if runner.state not in (STATE_RUNNING, STATE_SPAWNING):
-            cfg, error = preflight(state, opts)
+            _, error = preflight(state, opts)
             if error:
                 state.new_run()
                 state.config_error = error
                 logger.error(error)
-                if opts is not None and opts.headless:
-                    _stop_run(environment, error)
+                if opts is not None and (opts.headless or opts.autostart):
+                    # nobody can fix the form of an unattended run: exit 1
+                    _stop_run(environment, error, quit_process=True)
                 return None
         elif isinstance(getattr(opts, "tokenswarm_config", None), dict):
             opts.tokenswarm_config["cluster_users"] = user_count
