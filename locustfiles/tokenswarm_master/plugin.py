@@ -113,6 +113,8 @@ def _stop_run(environment, reason, quit_process=None):
         if quit_process:
             logger.error(f"tokenswarm: quitting: {reason}")
             runner.quit()
+            if environment.web_ui:  # with --autostart the web UI is the main greenlet
+                environment.web_ui.stop()
         else:
             runner.stop()
 

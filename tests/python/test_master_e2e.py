@@ -172,6 +172,13 @@ def test_invalid_options_name_option_value_and_valid_values(procs, tmp_path):
     assert "--llm-arrival" in log and "'bursty'" in log and "constant, poisson, gamma" in log
 
 
+def test_autostart_with_invalid_options_exits_1(procs, tmp_path):
+    master = procs.master("--autostart", "-u", "1", "-t", "20s", "--expect-workers", "1", "--llm-rate-phases", "fast")
+    procs.worker(master, 0)
+    assert master.wait(timeout=30) == 1
+    assert "--llm-rate-phases" in log_text(master) and "rate:duration_s" in log_text(master)
+
+
 def test_options_also_come_from_locust_env_vars(procs, tmp_path):
     master = procs.master("--headless", "-u", "1", "-t", "20s", "--expect-workers", "1", web=False,
                           env={"LOCUST_LLM_MODE": "sideways"})
