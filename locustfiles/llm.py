@@ -1,0 +1,73 @@
+"""tokenswarm's locustfile, run by a stock Locust master:
+
+    locust -f locustfiles/llm.py --master --host http://llm-server:8000
+
+The master never sends LLM requests: tokenswarm's Rust workers do. This file
+defines one Locust user class per scenario of the scenarios YAML (so the
+web UI, the user ratio and `spawn.user_classes_count` use scenario names),
+and loads `tokenswarm_master`, which ships the test definition to the
+workers and merges and shows their LLM metrics (LLM tab, /llm/* routes,
+`<csv>_llm.csv`, `<html stem>_llm.html`). See locustfiles/README.md.
+"""
+
+import logging
+import os
+import sys
+
+from locust import User, task
+from locust.exception import StopUser
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from tokenswarm_master import config, plugin  # noqa: E402
+
+DEFAULT_SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios.yaml")
+
+
+def scenarios_path_from_argv(argv=None, environ=None):
+    """The scenarios file, found before Locust parses options: user classes
+    must exist when the locustfile is imported, which is earlier."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    for i, arg in enumerate(argv):
+        if arg == "--llm-scenarios" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--llm-scenarios="):
+            return arg.split("=", 1)[1]
+    return environ.get("LOCUST_LLM_SCENARIOS") or DEFAULT_SCENARIOS
+
+
+def _workers_only(self):
+    """Only tokenswarm (Rust) workers run scenarios; a Python user stops."""
+    logging.getLogger("tokenswarm").error(
+        "tokenswarm scenarios run only on tokenswarm workers; start locust with --master and connect them"
+    )
+    raise StopUser()
+
+
+def define_user_classes(doc):
+    """One abstract-free User subclass per scenario, weight = scenario weight."""
+    classes = {}
+    for s in doc.get("scenarios") or []:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"].isidentifier():
+            continue  # validation at start reports it with the field and value
+        classes[s["name"]] = type(s["name"], (User,), {
+            "__module__": __name__,
+            "__doc__": f"tokenswarm scenario {s['name']} ({s.get('provider')}, model {s.get('model')})",
+            "weight": s.get("weight", 1) if isinstance(s.get("weight", 1), int) else 1,
+            "tasks": [task(_workers_only)],
+        })
+    return classes
+
+
+SCENARIOS_PATH = scenarios_path_from_argv()
+try:
+    _doc = config.load_yaml(SCENARIOS_PATH)
+except config.ConfigError as e:
+    sys.exit(f"tokenswarm: {e}")
+_classes = define_user_classes(_doc)
+if not _classes:
+    sys.exit(f"tokenswarm: {SCENARIOS_PATH}: no usable scenarios (each needs a `name` that is a valid identifier)")
+globals().update(_classes)
+
+STATE = plugin.setup(SCENARIOS_PATH, list(_classes))

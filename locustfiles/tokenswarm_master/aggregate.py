@@ -1,0 +1,192 @@
+"""Merges the workers' `llm` reports (schema v1, see docs/contracts.md).
+
+Each worker sends deltas since its previous report, so merging is plain
+addition: counts, sums, histogram buckets and per-second maps add up; min
+and max combine. Percentiles are read from the merged histogram (bucket
+keys are µs values rounded to 3 significant digits, so they are within
+0.05 % of the true value) and clamped to the observed [min, max], because
+a rounded bucket can lie just outside the real range.
+
+The aggregator keeps no Locust objects, so it is unit-testable on its own.
+"""
+
+import math
+import threading
+import time
+from collections import deque
+
+METRICS = ("ttft", "ttfa", "tpot", "itl", "e2e", "queue", "lag")
+COUNTERS = (
+    "requests", "failures", "good", "input_tokens", "output_tokens", "cached_tokens",
+    "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent",
+)
+PER_SEC = ("out_tokens_per_sec", "in_tokens_per_sec", "good_per_sec")
+#: Seconds of history kept for the "current" figures (Locust's current_rps
+#: uses the same 10 s window ending 2 s ago, since the newest second is
+#: still incomplete).
+CURRENT_WINDOW = 10
+CURRENT_LAG = 2
+
+
+class Dist:
+    """A latency distribution in µs: exact count/sum/min/max plus buckets."""
+
+    __slots__ = ("count", "sum", "min", "max", "hist")
+
+    def __init__(self):
+        self.count = 0
+        self.sum = 0
+        self.min = None
+        self.max = None
+        self.hist = {}
+
+    def merge(self, d):
+        """Adds one reported distribution {count, sum, min, max, hist}."""
+        count = int(d.get("count", 0))
+        if count <= 0:
+            return
+        self.count += count
+        self.sum += d.get("sum", 0)
+        lo, hi = d.get("min"), d.get("max")
+        if lo is not None:
+            self.min = lo if self.min is None else min(self.min, lo)
+        if hi is not None:
+            self.max = hi if self.max is None else max(self.max, hi)
+        for k, n in (d.get("hist") or {}).items():
+            k = int(k)
+            self.hist[k] = self.hist.get(k, 0) + n
+
+    def percentile(self, p):
+        """Value (µs) at fraction p: the smallest bucket whose cumulative
+        count reaches ceil(p * count), clamped to [min, max]."""
+        if not self.hist:
+            return None
+        rank = max(1, math.ceil(p * sum(self.hist.values())))
+        seen = 0
+        for k in sorted(self.hist):
+            seen += self.hist[k]
+            if seen >= rank:
+                break
+        if self.min is not None:
+            k = max(k, self.min)
+        if self.max is not None:
+            k = min(k, self.max)
+        return k
+
+    def avg(self):
+        return self.sum / self.count if self.count else None
+
+
+class ScenarioAgg:
+    """Everything merged for one scenario (or the total)."""
+
+    def __init__(self):
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.failure_kinds = {}
+        self.metrics = {m: Dist() for m in METRICS}
+        self.per_sec = {k: {} for k in PER_SEC}
+        self.targets = (0, 0)
+
+    def merge(self, r):
+        for k in COUNTERS:
+            self.counts[k] += int(r.get(k, 0) or 0)
+        for kind, n in (r.get("failure_kinds") or {}).items():
+            self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + n
+        for name, d in (r.get("metrics") or {}).items():
+            self.metrics.setdefault(name, Dist()).merge(d)
+        for key in PER_SEC:
+            target = self.per_sec[key]
+            for sec, n in (r.get(key) or {}).items():
+                sec = int(sec)
+                target[sec] = target.get(sec, 0) + n
+        if r.get("target_prompt_tokens") or r.get("target_output_tokens"):
+            self.targets = (r.get("target_prompt_tokens", 0), r.get("target_output_tokens", 0))
+
+    def span_s(self):
+        """Seconds from the first to the last second with any completion."""
+        secs = [s for m in self.per_sec.values() for s in m]
+        return (max(secs) - min(secs) + 1) if secs else 0
+
+    def total_rate(self, key):
+        span = self.span_s()
+        return sum(self.per_sec[key].values()) / span if span else 0.0
+
+    def current_rate(self, key, now):
+        """Mean per second over the 10 complete seconds ending 2 s ago."""
+        end = int(now) - CURRENT_LAG
+        m = self.per_sec[key]
+        return sum(m.get(s, 0) for s in range(end - CURRENT_WINDOW, end)) / CURRENT_WINDOW
+
+
+class Aggregator:
+    """Per-scenario and total merge of worker reports, plus chart history.
+
+    Listeners run in gevent greenlets of one thread, but the lock keeps the
+    aggregator safe for plain threads too (e.g. unit tests)."""
+
+    def __init__(self, history_len=86_400):
+        self._lock = threading.Lock()
+        self.history = deque(maxlen=history_len)
+        self.reset()
+
+    def reset(self, keep_history=False):
+        """Clears merged numbers; "Reset stats" keeps the chart history (as
+        Locust keeps its charts), a new run clears it too."""
+        with self._lock:
+            self.scenarios = {}
+            self.total = ScenarioAgg()
+            self.reports = 0
+            self.ignored = 0
+            # (received_at, scenario, ttft dist dict) for windowed percentiles
+            self._recent = deque()
+            if not keep_history:
+                self.history.clear()
+
+    def merge_report(self, llm, now=None):
+        """Merges one worker's `llm` value; returns False when it is not a
+        v1 report (ignored, counted in `ignored`)."""
+        if not isinstance(llm, dict) or llm.get("v") != 1 or not isinstance(llm.get("scenarios"), dict):
+            self.ignored += 1
+            return False
+        now = time.time() if now is None else now
+        with self._lock:
+            self.reports += 1
+            for name, r in llm["scenarios"].items():
+                self.scenarios.setdefault(name, ScenarioAgg()).merge(r)
+                self.total.merge(r)
+                ttft = (r.get("metrics") or {}).get("ttft")
+                if ttft:
+                    self._recent.append((now, name, ttft))
+        return True
+
+    def current_ttft(self, now, window=CURRENT_WINDOW):
+        """TTFT distributions of reports received in the last `window` s,
+        per scenario and under None for the total (for live charts)."""
+        with self._lock:
+            while self._recent and self._recent[0][0] < now - window:
+                self._recent.popleft()
+            out = {}
+            for _, name, d in self._recent:
+                out.setdefault(name, Dist()).merge(d)
+                out.setdefault(None, Dist()).merge(d)
+            return out
+
+    def sample(self, now, user_count):
+        """Appends one history point (called once per second while running)."""
+        recent = self.current_ttft(now)
+        point = {"time": int(now), "user_count": user_count, "scenarios": {}}
+        names = sorted(self.scenarios) + [None]
+        for name in names:
+            agg = self.total if name is None else self.scenarios[name]
+            d = recent.get(name)
+            point["scenarios"]["Total" if name is None else name] = {
+                "ttft_p50_ms": _ms(d.percentile(0.5)) if d else None,
+                "ttft_p95_ms": _ms(d.percentile(0.95)) if d else None,
+                "out_tps": round(agg.current_rate("out_tokens_per_sec", now), 2),
+            }
+        self.history.append(point)
+        return point
+
+
+def _ms(us):
+    return None if us is None else round(us / 1000.0, 3)

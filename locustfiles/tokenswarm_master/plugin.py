@@ -1,0 +1,319 @@
+"""Wires the aggregator, config builder and renderers into Locust's master.
+
+Why each hook:
+- `init_command_line_parser`: the --llm-* options, shown in the start form.
+- `runner.start` is wrapped (on the runner instance, no Locust patching):
+  it is the one place every start passes through (CLI, web form, shape
+  class, rescaling), so it refuses a run whose config is invalid or over
+  budget, and refreshes `cluster_users` before each dispatch. Locust builds
+  each `spawn` message from `vars(parsed_options)` at send time
+  (`MasterRunner.start`), so the update reaches every worker.
+- `test_start` builds the config and sets `parsed_options.tokenswarm_config`
+  (contracts §3); it also clears the previous run's LLM numbers.
+- `worker_report` merges `data["llm"]`; `reset_stats` (and --reset-stats
+  after ramp-up) clears it, like Locust's own stats.
+- Custom messages `tokenswarm_warning` / `tokenswarm_abort` from workers.
+- Files are written on `quit`, which fires after `runner.quit()` has waited
+  for the workers' final stats reports, so they hold the whole run.
+"""
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import gevent
+from flask import Response, jsonify, request
+from locust import events as default_events
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
+
+from . import config as cfgmod
+from . import render
+from .aggregate import Aggregator
+
+logger = logging.getLogger("tokenswarm")
+console = logging.getLogger("locust.stats_logger")
+
+
+class State:
+    """What the master knows about the LLM side of the current run."""
+
+    def __init__(self, scenarios_path, user_class_names):
+        self.default_path = scenarios_path
+        self.user_class_names = list(user_class_names)
+        self.aggregator = Aggregator()
+        self.slo = {}
+        self.warnings = []
+        self._warned = set()
+        self.abort = None
+        self.config_error = None
+        self.config = None
+        self.environment = None
+
+    def doc(self):
+        return render.document(self)
+
+    def new_run(self):
+        self.aggregator.reset()
+        self.warnings, self._warned, self.abort, self.config_error = [], set(), None, None
+
+
+def add_options(parser, default_path):
+    """The --llm-* options; blank means "use the scenarios file's value"."""
+    g = parser  # argument groups lose include_in_web_ui, so options go on the parser
+    g.add_argument("--llm-scenarios", env_var="LOCUST_LLM_SCENARIOS", default=default_path, help="Scenarios YAML file (user classes are defined from it at startup)")
+    g.add_argument("--llm-mode", env_var="LOCUST_LLM_MODE", default="", help="closed (users) or open (arrival rate)")
+    g.add_argument("--llm-rate-phases", env_var="LOCUST_LLM_RATE_PHASES", default="", help='Open loop: rate:duration_s[:ramp_s],... e.g. "200:30,400:30:5" (cluster req/s)')
+    g.add_argument("--llm-arrival", env_var="LOCUST_LLM_ARRIVAL", default="", help="Open loop arrivals: constant, poisson or gamma")
+    g.add_argument("--llm-burstiness", env_var="LOCUST_LLM_BURSTINESS", default="", help="Gamma shape (1 = Poisson, <1 burstier, >1 smoother)")
+    g.add_argument("--llm-max-in-flight", env_var="LOCUST_LLM_MAX_IN_FLIGHT", default="", help="Open loop: cap on in-flight requests per worker")
+    g.add_argument("--llm-slo-ttft-ms", env_var="LOCUST_LLM_SLO_TTFT_MS", default="", help="Goodput SLO on time to first token, ms")
+    g.add_argument("--llm-slo-tpot-ms", env_var="LOCUST_LLM_SLO_TPOT_MS", default="", help="Goodput SLO on time per output token, ms")
+    g.add_argument("--llm-slo-e2e-ms", env_var="LOCUST_LLM_SLO_E2E_MS", default="", help="Goodput SLO on end-to-end latency, ms")
+    g.add_argument("--llm-error-limit", env_var="LOCUST_LLM_ERROR_LIMIT", default="", help="Abort when this fraction of recent requests fail (0 disables)")
+    g.add_argument("--llm-warmup", dest="llm_warmup", action="store_const", const="true", default="",
+                   help="One successful request per scenario before load (true/false; default from file)")
+    g.add_argument("--llm-no-warmup", dest="llm_warmup", action="store_const", const="false",
+                   include_in_web_ui=False, help="Skip the warm-up requests")
+    g.add_argument("--llm-input-token-budget", env_var="LOCUST_LLM_INPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this input token estimate")
+    g.add_argument("--llm-output-token-budget", env_var="LOCUST_LLM_OUTPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this output token estimate")
+
+
+def preflight(state, opts, quiet=False):
+    """Builds the config for `opts`; returns (config, None) or (None, error).
+    Also prints the open-loop token estimate and applies the budgets."""
+    path = getattr(opts, "llm_scenarios", None) or state.default_path
+    try:
+        cfg = cfgmod.build(path, opts)
+    except cfgmod.ConfigError as e:
+        return None, f"invalid tokenswarm configuration: {e}"
+    names = [s["name"] for s in cfg["scenarios"]]
+    if sorted(names) != sorted(state.user_class_names):
+        return None, (f"invalid tokenswarm configuration: option `--llm-scenarios` has value {path!r} whose scenarios "
+                      f"{names} differ from the user classes defined at startup {state.user_class_names}; "
+                      "restart locust with --llm-scenarios to change scenarios")
+    message, ok = cfgmod.check_budget(cfg)
+    if message and ok and not quiet:
+        logger.info(message)  # the estimate; the caller logs a refusal
+    return (cfg, None) if ok else (None, message)
+
+
+def _stop_run(environment, reason, quit_process=None):
+    """Stops the run: quit (exit code 1) when headless, stop when a web UI
+    user is watching. Runs in its own greenlet: a message handler must not
+    kill the runner greenlet it runs in."""
+    environment.process_exit_code = 1
+    opts = environment.parsed_options
+    runner = environment.runner
+    if quit_process is None:
+        quit_process = opts is not None and opts.headless
+
+    def stop():
+        if quit_process:
+            logger.error(f"tokenswarm: quitting: {reason}")
+            runner.quit()
+            if environment.web_ui:  # with --autostart the web UI is the main greenlet
+                environment.web_ui.stop()
+        else:
+            runner.stop()
+
+    gevent.spawn(stop)
+
+
+def install(environment, state):
+    """Hooks one master environment (called from the `init` event)."""
+    runner = environment.runner
+    original_start = runner.start
+
+    def start(user_count, spawn_rate, *args, **kwargs):
+        opts = environment.parsed_options
+        if runner.state not in (STATE_RUNNING, STATE_SPAWNING):
+            _, error = preflight(state, opts)
+            if error:
+                state.new_run()
+                state.config_error = error
+                logger.error(error)
+                if opts is not None and (opts.headless or opts.autostart):
+                    # nobody can fix the form of an unattended run: exit 1
+                    _stop_run(environment, error, quit_process=True)
+                return None
+        elif isinstance(getattr(opts, "tokenswarm_config", None), dict):
+            opts.tokenswarm_config["cluster_users"] = user_count
+        return original_start(user_count, spawn_rate, *args, **kwargs)
+
+    runner.start = start
+
+    def on_warning(environment, msg, **_kw):
+        data = msg.data or {}
+        scenario, text = data.get("scenario"), str(data.get("message", ""))
+        if (scenario, text) in state._warned:
+            return
+        state._warned.add((scenario, text))
+        state.warnings.append({"scenario": scenario, "message": text, "worker": msg.node_id})
+        logger.warning(f"tokenswarm warning from worker {msg.node_id} [{scenario}]: {text}")
+
+    def on_abort(environment, msg, **_kw):
+        reason = str((msg.data or {}).get("reason", "no reason given"))
+        if state.abort is None:
+            state.abort = {"reason": reason, "worker": msg.node_id}
+            logger.error(f"tokenswarm: run ABORTED by worker {msg.node_id}: {reason}")
+            _stop_run(environment, reason)
+
+    runner.register_message("tokenswarm_warning", on_warning)
+    runner.register_message("tokenswarm_abort", on_abort)
+
+    def sampler():
+        while True:
+            gevent.sleep(1.0)
+            if runner.state in (STATE_RUNNING, STATE_SPAWNING):
+                state.aggregator.sample(time.time(), runner.user_count)
+
+    gevent.spawn(sampler)
+    if environment.web_ui:
+        install_web(environment, state)
+
+
+def install_web(environment, state):
+    """The LLM tab (per ../shared/notes/locust-web-ui.md), routes and links."""
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "LLM", "key": "llm"}]
+    web_ui.template_args["extended_tables"] = [{"key": "llm", "structure": render.TABLE_STRUCTURE}]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./llm/csv", "title": "Download LLM metrics CSV"},
+        {"href": "./llm/json", "title": "Download LLM metrics JSON"},
+        {"href": "./llm/charts", "title": "LLM charts (TTFT, output tokens/s, users)"},
+    ]
+    app = web_ui.app
+
+    @app.route("/llm/json")
+    @web_ui.auth_required_if_enabled
+    def llm_json():
+        return jsonify(state.doc())
+
+    @app.route("/llm/csv")
+    @web_ui.auth_required_if_enabled
+    def llm_csv():
+        return Response(render.csv_text(state.doc()), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=llm_stats.csv"})
+
+    @app.route("/llm/history")
+    @web_ui.auth_required_if_enabled
+    def llm_history():
+        return jsonify(list(state.aggregator.history))
+
+    @app.route("/llm/charts")
+    @web_ui.auth_required_if_enabled
+    def llm_charts():
+        try:  # ?refresh=0 gives a static page (printing, headless browsers)
+            refresh = max(0, int(request.args.get("refresh", 5)))
+        except ValueError:
+            refresh = 5
+        return Response(render.charts_page(state.doc(), state.aggregator.history, refresh), mimetype="text/html")
+
+    @app.before_request
+    def check_swarm_form():
+        """Rejects a start from the web form whose --llm-* values are invalid,
+        so the form shows the message instead of a run that never starts."""
+        if request.method != "POST" or not request.path.endswith("/swarm"):
+            return None
+        runner = environment.runner
+        if runner is None or runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            return None
+        opts = argparse.Namespace(**vars(environment.parsed_options or argparse.Namespace()))
+        for key, value in request.form.items():
+            if key.startswith("llm_"):
+                setattr(opts, key, value)
+        _, error = preflight(state, opts)
+        if error:
+            logger.error(error)
+            return jsonify({"success": False, "message": error, "host": environment.host})
+        return None
+
+    @app.after_request
+    def add_llm_rows(response):
+        if request.path.endswith("/stats/requests") and response.is_json:
+            data = response.get_json()
+            data["extended_stats"] = [{"key": "llm", "data": render.table_rows(state.doc())}]
+            response.set_data(json.dumps(data))
+        return response
+
+
+def write_files(environment, state):
+    """End-of-run outputs: CSVs, the HTML report, the console summary."""
+    opts = environment.parsed_options
+    doc = state.doc()
+    if opts is None:
+        return
+    if opts.csv_prefix:
+        with open(f"{opts.csv_prefix}_llm.csv", "w", encoding="utf-8", newline="") as f:
+            f.write(render.csv_text(doc))
+        if opts.stats_history_enabled:
+            with open(f"{opts.csv_prefix}_llm_stats_history.csv", "w", encoding="utf-8", newline="") as f:
+                f.write(render.history_csv_text(state.aggregator.history))
+    if opts.html_file:
+        path = os.path.splitext(opts.html_file)[0] + "_llm.html"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render.html_report(doc, state.aggregator.history))
+        logger.info(f"tokenswarm: LLM report written to {path}")
+    if opts.headless or state.aggregator.reports:
+        for line in render.console_lines(doc):
+            console.info(line)
+        console.info("")
+
+
+def setup(scenarios_path, user_class_names, events=default_events):
+    """Registers every listener; returns the State (for tests and llm.py)."""
+    state = State(scenarios_path, user_class_names)
+
+    @events.init_command_line_parser.add_listener
+    def _options(parser, **_kw):
+        add_options(parser, scenarios_path)
+
+    @events.init.add_listener
+    def _init(environment, **_kw):
+        state.environment = environment
+        if isinstance(environment.runner, MasterRunner):
+            install(environment, state)
+        elif environment.runner is not None and not environment.parsed_options.worker:
+            logger.warning("tokenswarm: run this locustfile with --master; only tokenswarm workers send requests")
+
+    @events.test_start.add_listener
+    def _test_start(environment, **_kw):
+        if not isinstance(environment.runner, MasterRunner):
+            return
+        state.new_run()
+        cfg, error = preflight(state, environment.parsed_options, quiet=True)
+        if error:  # start() checked already; only a racing form change gets here
+            state.config_error = error
+            logger.error(error)
+            return
+        state.config = cfg
+        state.slo = {k: v for k, v in cfg["slo"].items() if v is not None}
+        environment.parsed_options.tokenswarm_config = {**cfg, "cluster_users": environment.runner.target_user_count}
+
+    @events.spawning_complete.add_listener
+    def _spawned(**_kw):
+        env = state.environment
+        if env is not None and env.reset_stats and isinstance(env.runner, MasterRunner):
+            state.aggregator.reset(keep_history=True)  # --reset-stats: Locust resets its stats here too
+
+    @events.worker_report.add_listener
+    def _worker_report(client_id, data, **_kw):
+        if "llm" in data:
+            state.aggregator.merge_report(data["llm"])
+
+    @events.reset_stats.add_listener
+    def _reset(**_kw):
+        state.aggregator.reset(keep_history=True)
+
+    @events.quit.add_listener
+    def _quit(**_kw):
+        env = state.environment
+        if env is not None and isinstance(env.runner, MasterRunner):
+            try:
+                write_files(env, state)
+            except OSError as e:
+                logger.error(f"tokenswarm: could not write LLM files: {e}")
+
+    return state
