@@ -11,7 +11,8 @@
 //! output tokens, and compares the CPU time of the sim process
 //! (/proc/<pid>/stat) with the client's own CPU time per 1000 streams.
 //! Env: SIM_BENCH_SECS (default 5), SIM_BENCH_CONC (default 32),
-//! SIM_BENCH_TOKENS (default 64), SIM_BENCH_CLIENT (raw | reqwest | both, default both).
+//! SIM_BENCH_TOKENS (default 64), SIM_BENCH_CLIENT (raw | reqwest | both, default both),
+//! SIM_BENCH_PORT and SIM_BENCH_PID (use a sim that is already running).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -169,9 +170,15 @@ fn bench_sim_throughput() {
     let conc = env("SIM_BENCH_CONC", 32usize);
     let tokens = env("SIM_BENCH_TOKENS", 64u64);
     let which: String = env("SIM_BENCH_CLIENT", "both".to_string());
-    let port = free_port();
-    let sim = start_sim(port);
-    let pid = sim.0.id().to_string();
+    // SIM_BENCH_PORT + SIM_BENCH_PID: measure an already running sim instead.
+    let (port, pid, _sim) = match (std::env::var("SIM_BENCH_PORT"), std::env::var("SIM_BENCH_PID")) {
+        (Ok(port), Ok(pid)) => (port.parse().unwrap(), pid, None),
+        _ => {
+            let port = free_port();
+            let sim = start_sim(port);
+            (port, sim.0.id().to_string(), Some(sim))
+        }
+    };
     for kind in ["raw", "reqwest"] {
         if which == "both" || which == kind {
             run(kind, port, &pid, secs, conc, tokens);

@@ -460,6 +460,8 @@ impl http_body::Body for SimStream {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         let mut buf = BytesMut::new();
+        // One clock read per wake-up: chunks that are due together share it.
+        let mut now = Instant::now();
         loop {
             match this.phase {
                 Phase::Open => {
@@ -468,7 +470,6 @@ impl http_body::Body for SimStream {
                     this.phase = Phase::Tokens;
                 }
                 Phase::Tokens => {
-                    let now = Instant::now();
                     if let Some((k, cut)) = this.plan.cut
                         && this.emitted == k
                     {
@@ -532,12 +533,14 @@ impl http_body::Body for SimStream {
                     if this.sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    now = Instant::now();
                 }
                 Phase::Stall(until) => {
                     if !buf.is_empty() {
                         return Self::frame(buf);
                     }
-                    if Instant::now() >= until {
+                    now = Instant::now();
+                    if now >= until {
                         this.phase = Phase::Done;
                         this.finalize();
                         continue;
