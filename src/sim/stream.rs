@@ -463,6 +463,13 @@ impl http_body::Body for SimStream {
         // One clock read per wake-up: chunks that are due together share it.
         let mut now = Instant::now();
         loop {
+            if this.shared.abort.is_cancelled() && !matches!(this.phase, Phase::Done) {
+                // The simulator is shutting down: end the stream here.
+                this.fill_outcome(false);
+                this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
+                this.phase = Phase::Done;
+                this.finalize();
+            }
             match this.phase {
                 Phase::Open => {
                     buf.reserve(this.coalesce_hint.max(this.tpl.open.len()));
@@ -545,7 +552,8 @@ impl http_body::Body for SimStream {
                         this.finalize();
                         continue;
                     }
-                    this.sleep.as_mut().reset(until);
+                    // wake at least every 100 ms to notice a shutdown
+                    this.sleep.as_mut().reset(until.min(now + Duration::from_millis(100)));
                     if this.sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
