@@ -469,4 +469,10 @@ async fn models_and_shutdown_with_open_stream() {
     sim.stop().await;
     assert!(t.elapsed() < std::time::Duration::from_secs(4));
     open.abort();
+    // the cut stream was logged, flushed on shutdown
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["fault"], "shutdown");
+    assert!(line["output_tokens"].as_u64().unwrap() > 10);
+    let _ = std::fs::remove_file(&log);
 }
