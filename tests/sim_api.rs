@@ -447,9 +447,12 @@ async fn stats_count_requests_and_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_and_shutdown_with_open_stream() {
+    let log = std::env::temp_dir().join(format!("tokenswarm-sim-shutdown-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
     let sim = Sim::start(SimConfig {
         ttft_ms: 1.0,
         tpot_ms: 50.0,
+        log_requests: Some(log.clone()),
         ..SimConfig::default()
     })
     .await;
@@ -469,4 +472,10 @@ async fn models_and_shutdown_with_open_stream() {
     sim.stop().await;
     assert!(t.elapsed() < std::time::Duration::from_secs(4));
     open.abort();
+    // the cut stream was logged, flushed on shutdown
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["fault"], "shutdown");
+    assert!(line["output_tokens"].as_u64().unwrap() > 10);
+    let _ = std::fs::remove_file(&log);
 }

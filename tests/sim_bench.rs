@@ -11,7 +11,8 @@
 //! output tokens, and compares the CPU time of the sim process
 //! (/proc/<pid>/stat) with the client's own CPU time per 1000 streams.
 //! Env: SIM_BENCH_SECS (default 5), SIM_BENCH_CONC (default 32),
-//! SIM_BENCH_TOKENS (default 64), SIM_BENCH_CLIENT (raw | reqwest | both, default both).
+//! SIM_BENCH_TOKENS (default 64), SIM_BENCH_CLIENT (raw | reqwest | both, default both),
+//! SIM_BENCH_PORT and SIM_BENCH_PID (use a sim that is already running).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,9 +44,8 @@ impl Drop for SimProc {
 }
 
 fn start_sim(port: u16) -> SimProc {
-    let bin = std::env::var("TOKENSWARM_BIN").unwrap_or_else(|_| {
-        format!("{}/target/release/tokenswarm", env!("CARGO_MANIFEST_DIR"))
-    });
+    let bin = std::env::var("TOKENSWARM_BIN")
+        .unwrap_or_else(|_| format!("{}/target/release/tokenswarm", env!("CARGO_MANIFEST_DIR")));
     let child = Command::new(bin)
         .args(["sim", "--no-latency", "--port", &port.to_string()])
         .stdout(Stdio::null())
@@ -62,12 +62,18 @@ fn start_sim(port: u16) -> SimProc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn body(tokens: u64) -> String {
     // 128-word prompt, a little over the worker's typical shape
-    let prompt: Vec<String> = (0..128).map(|i| ((b'A' + (i * 7 % 26) as u8) as char).to_string()).collect();
+    let prompt: Vec<String> = (0..128)
+        .map(|i| ((b'A' + (i * 7 % 26) as u8) as char).to_string())
+        .collect();
     serde_json::json!({
         "model": "m", "max_tokens": tokens, "stream": true, "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": prompt.join(" ")}],
@@ -123,7 +129,11 @@ async fn reqwest_conn(url: String, body: String, stop: Arc<AtomicBool>, done: Ar
 }
 
 fn run(kind: &str, port: u16, sim_pid: &str, secs: f64, conc: usize, tokens: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let b = body(tokens);
@@ -141,14 +151,30 @@ fn run(kind: &str, port: u16, sim_pid: &str, secs: f64, conc: usize, tokens: u64
             if kind == "raw" {
                 tokio::spawn(raw_conn(port, req.clone(), stop, done, tokens));
             } else {
-                tokio::spawn(reqwest_conn(format!("http://127.0.0.1:{port}/v1/chat/completions"), b.clone(), stop, done, tokens));
+                tokio::spawn(reqwest_conn(
+                    format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                    b.clone(),
+                    stop,
+                    done,
+                    tokens,
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        (cpu_s(sim_pid), cpu_s("self"), Instant::now(), done.load(Ordering::Relaxed))
+        (
+            cpu_s(sim_pid),
+            cpu_s("self"),
+            Instant::now(),
+            done.load(Ordering::Relaxed),
+        )
     });
     rt.block_on(async { tokio::time::sleep(Duration::from_secs_f64(secs)).await });
-    let (sim1, me1, el, n1) = (cpu_s(sim_pid), cpu_s("self"), t0.elapsed().as_secs_f64(), done.load(Ordering::Relaxed));
+    let (sim1, me1, el, n1) = (
+        cpu_s(sim_pid),
+        cpu_s("self"),
+        t0.elapsed().as_secs_f64(),
+        done.load(Ordering::Relaxed),
+    );
     stop.store(true, Ordering::Relaxed);
     rt.shutdown_timeout(Duration::from_secs(1));
     let n = (n1 - n0) as f64;
@@ -169,9 +195,15 @@ fn bench_sim_throughput() {
     let conc = env("SIM_BENCH_CONC", 32usize);
     let tokens = env("SIM_BENCH_TOKENS", 64u64);
     let which: String = env("SIM_BENCH_CLIENT", "both".to_string());
-    let port = free_port();
-    let sim = start_sim(port);
-    let pid = sim.0.id().to_string();
+    // SIM_BENCH_PORT + SIM_BENCH_PID: measure an already running sim instead.
+    let (port, pid, _sim) = match (std::env::var("SIM_BENCH_PORT"), std::env::var("SIM_BENCH_PID")) {
+        (Ok(port), Ok(pid)) => (port.parse().unwrap(), pid, None),
+        _ => {
+            let port = free_port();
+            let sim = start_sim(port);
+            (port, sim.0.id().to_string(), Some(sim))
+        }
+    };
     for kind in ["raw", "reqwest"] {
         if which == "both" || which == kind {
             run(kind, port, &pid, secs, conc, tokens);

@@ -15,6 +15,7 @@ mod parse;
 mod stream;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,7 +92,8 @@ pub struct SimArgs {
     /// interval = tpot × (1 + batch_slowdown × (running − 1)).
     #[arg(long, default_value_t = 0.002)]
     pub batch_slowdown: f64,
-    /// No latency at all (TTFT 0, tpot 0, no prefill): answer as fast as possible.
+    /// No latency at all (TTFT 0, tpot 0, no prefill): answer as fast as possible, already-due
+    /// chunks coalesced into one write. `--ttft-ms 0 --tpot-ms 0` does the same.
     #[arg(long)]
     pub no_latency: bool,
     /// Concurrent generation slots; further requests queue (0 = unlimited).
@@ -333,6 +335,8 @@ pub struct Shared {
     cfg: SimConfig,
     seq: AtomicU64,
     slots: Arc<Semaphore>,
+    /// Cancelled when the shutdown grace period is over: open streams end.
+    pub(crate) abort: CancellationToken,
     slot_total: usize,
     cache: Mutex<PrefixCache>,
     stats: Mutex<Stats>,
@@ -491,6 +495,7 @@ pub async fn serve(
         cache: Mutex::new(PrefixCache::new(cfg.prefix_cache_blocks)),
         stats: Mutex::new(Stats::default()),
         seq: AtomicU64::new(0),
+        abort: CancellationToken::new(),
         log,
         cfg,
     });
@@ -508,10 +513,22 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .into_future();
+    tokio::pin!(server);
     let result = tokio::select! {
-        r = server => r.map_err(SimError::Serve),
-        _ = async { grace.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => Ok(()),
+        r = &mut server => r.map_err(SimError::Serve),
+        _ = async { grace.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {
+            // Grace period over: open streams end (logged with fault "shutdown"),
+            // queued requests get 503, then the connections close.
+            shared.abort.cancel();
+            shared.slots.close();
+            match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                Ok(r) => r.map_err(SimError::Serve),
+                Err(_) => Ok(()),
+            }
+        }
     };
     if let Some(log) = &shared.log {
         let _ = log.lock().unwrap_or_else(|e| e.into_inner()).send(LogMsg::Stop);
@@ -792,10 +809,14 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     };
 
     // Queue for a slot.
-    let permit = shared.slots.clone().acquire_owned().await.ok();
+    let Ok(permit) = shared.slots.clone().acquire_owned().await else {
+        outcome.fault = Some("shutdown");
+        return fail(outcome, server_error(503, "The server is shutting down."));
+    };
+    let permit = Some(permit);
     let started = Instant::now();
     outcome.queue_us = started.duration_since(t0).as_micros() as u64;
-    let (ttft_us, tpot_us) = if cfg.no_latency {
+    let (ttft_us, tpot_us) = if cfg.no_latency || (cfg.ttft_ms == 0.0 && cfg.tpot_ms == 0.0) {
         (0.0, 0.0)
     } else {
         (
@@ -846,11 +867,13 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         for _ in 0..k {
             sched.advance();
         }
-        if k > 0 {
-            tokio::time::sleep_until(sched.next).await;
-        }
+        let mut until = sched.next;
         if cut == Cut::Stall {
-            tokio::time::sleep(Duration::from_secs_f64(cfg.stall_s)).await;
+            until += Duration::from_secs_f64(cfg.stall_s);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shared.abort.cancelled() => {}
         }
         drop(permit);
         return fail(
@@ -865,7 +888,13 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         }
         offsets.push(sched.next.duration_since(t0).as_micros() as u64);
     }
-    tokio::time::sleep_until(sched.next).await;
+    tokio::select! {
+        _ = tokio::time::sleep_until(sched.next) => {}
+        _ = shared.abort.cancelled() => {
+            outcome.fault = Some("shutdown");
+            return fail(outcome, server_error(503, "The server is shutting down."));
+        }
+    }
     drop(permit);
     outcome.output_tokens = total;
     outcome.ttft_us = offsets.first().copied();

@@ -460,7 +460,16 @@ impl http_body::Body for SimStream {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         let mut buf = BytesMut::new();
+        // One clock read per wake-up: chunks that are due together share it.
+        let mut now = Instant::now();
         loop {
+            if this.shared.abort.is_cancelled() && !matches!(this.phase, Phase::Done) {
+                // The simulator is shutting down: end the stream here.
+                this.fill_outcome(false);
+                this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
+                this.phase = Phase::Done;
+                this.finalize();
+            }
             match this.phase {
                 Phase::Open => {
                     buf.reserve(this.coalesce_hint.max(this.tpl.open.len()));
@@ -468,7 +477,6 @@ impl http_body::Body for SimStream {
                     this.phase = Phase::Tokens;
                 }
                 Phase::Tokens => {
-                    let now = Instant::now();
                     if let Some((k, cut)) = this.plan.cut
                         && this.emitted == k
                     {
@@ -532,17 +540,20 @@ impl http_body::Body for SimStream {
                     if this.sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    now = Instant::now();
                 }
                 Phase::Stall(until) => {
                     if !buf.is_empty() {
                         return Self::frame(buf);
                     }
-                    if Instant::now() >= until {
+                    now = Instant::now();
+                    if now >= until {
                         this.phase = Phase::Done;
                         this.finalize();
                         continue;
                     }
-                    this.sleep.as_mut().reset(until);
+                    // wake at least every 100 ms to notice a shutdown
+                    this.sleep.as_mut().reset(until.min(now + Duration::from_millis(100)));
                     if this.sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
