@@ -76,8 +76,8 @@ class Chat(FastHttpUser):
                     continue
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
-                    done = True
-                    break
+                    done = True  # read on to the end so the connection is reused
+                    continue
                 chunk = json.loads(payload)
                 for choice in chunk.get("choices") or ():
                     if (choice.get("delta") or {}).get("content"):

@@ -71,6 +71,13 @@ def _merge_metric(dst, src):
 
 @events.worker_report.add_listener
 def on_worker_report(client_id, data, **_kwargs):
+    py = data.get("python_llm")  # from bench/locustfile_python.py workers
+    if isinstance(py, dict):
+        acc = _llm.setdefault("python", {"ttft_ms_hist": {}})
+        for k in ("requests", "output_tokens"):
+            acc[k] = acc.get(k, 0) + py.get(k, 0)
+        for bucket, n in (py.get("ttft_ms_hist") or {}).items():
+            acc["ttft_ms_hist"][str(bucket)] = acc["ttft_ms_hist"].get(str(bucket), 0) + n
     llm = data.get("llm")
     if not isinstance(llm, dict):
         return
