@@ -19,13 +19,12 @@ RUN if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
 # on the host by docker/build-image) when present, else from PyPI.
 FROM base AS venv
 COPY locustfiles/requirements.txt /app/locustfiles/requirements.txt
-COPY docker/ /tmp/docker/
+COPY docker/wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/venv \
-    && if ls /tmp/docker/wheels/*.whl >/dev/null 2>&1; then \
-         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/docker/wheels \
+    && if ls /tmp/wheels/*.whl >/dev/null 2>&1; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels \
            -r /app/locustfiles/requirements.txt; \
-       else /opt/venv/bin/pip install --no-cache-dir -r /app/locustfiles/requirements.txt; fi \
-    && rm -rf /tmp/docker
+       else /opt/venv/bin/pip install --no-cache-dir -r /app/locustfiles/requirements.txt; fi
 
 FROM base
 COPY --from=venv /opt/venv /opt/venv

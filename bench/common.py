@@ -228,3 +228,24 @@ def git_head():
         ).stdout.strip()
     except OSError:
         return "?"
+
+
+def cpu_busy_s():
+    """Busy CPU-seconds so far from /proc/stat: {"all": s, "cpu0": s, ...}
+    (user+nice+system+irq+softirq+steal), to see how much of the machine
+    other processes used during a run."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *v = line.split()
+            v = [int(x) for x in v]
+            busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+            out["all" if name == "cpu" else name] = busy / CLK_TCK
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]

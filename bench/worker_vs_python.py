@@ -76,6 +76,8 @@ def run_one(kind, sim_name, users, duration, workdir, worker_cpu, sim_cpu, outpu
         c.wait_idle(worker)  # Python's imports are not part of the load
         w0 = worker.cpu_now()
         s0 = sim.cpu_now()
+        b0 = c.cpu_busy_s()
+        load0 = c.loadavg()
         csv_prefix = os.path.join(workdir, tag)
         master = c.Proc(
             "master",
@@ -86,6 +88,7 @@ def run_one(kind, sim_name, users, duration, workdir, worker_cpu, sim_cpu, outpu
         master.wait(duration + 90)
         worker.wait(20)  # the master's quit ends the worker
         s1 = sim.cpu_now()
+        b1 = c.cpu_busy_s()
         stats = c.http_json(sim_url + "/sim/stats")
     finally:
         for p in (master, worker, sim):
@@ -150,6 +153,11 @@ def run_one(kind, sim_name, users, duration, workdir, worker_cpu, sim_cpu, outpu
         "cpu_us_per_request": worker_cpu_s / ok * 1e6 if ok else None,
         "cpu_us_per_output_token": worker_cpu_s / out_tokens * 1e6 if out_tokens else None,
         "requests_per_cpu_s": ok / worker_cpu_s if worker_cpu_s else None,
+        # Machine-wide busy CPU-s during the run, and what is left after our
+        # three processes: other work on this machine (compilers, tests).
+        "machine_busy_cpu_s": {k: round(b1[k] - b0[k], 2) for k in b1},
+        "other_processes_cpu_s": round((b1["all"] - b0["all"]) - worker_cpu_s - (s1 - s0) - (master.rusage_cpu if master else 0), 2),
+        "loadavg_1m_at_start": load0,
         "worker_exit": worker.returncode,
         "master_exit": master.returncode if master else None,
     }
@@ -165,12 +173,12 @@ def fmt(x, nd=0):
 
 def table(runs):
     lines = [
-        "| sim | worker | users | requests (master / sim) | failed (cancelled at quit) / sim unfinished | req/s | worker CPU-s (core busy) | CPU µs/req | CPU µs/token | req per CPU-s | sim core busy | TTFT p50 ms | resp p50/p99 ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sim | worker | users | requests (master / sim) | failed (cancelled at quit) / sim unfinished | req/s | worker CPU-s (core busy) | CPU µs/req | CPU µs/token | req per CPU-s | sim core busy | TTFT p50 ms | resp p50/p99 ms | other procs CPU-s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
-            "| %s | %s | %d | %s / %s%s | %s / %s | %s | %s (%s %%) | %s | %s | %s | %s %% | %s | %s / %s |"
+            "| %s | %s | %d | %s / %s%s | %s / %s | %s | %s (%s %%) | %s | %s | %s | %s %% | %s | %s / %s | %s |"
             % (
                 r["sim"],
                 r["worker"],
@@ -190,6 +198,7 @@ def table(runs):
                 fmt(r["ttft_ms_p50"], 1),
                 fmt(r["resp_ms_p50"]),
                 fmt(r["resp_ms_p99"]),
+                fmt(r["other_processes_cpu_s"], 1),
             )
         )
     return "\n".join(lines)

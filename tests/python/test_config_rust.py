@@ -1,8 +1,8 @@
 """Cross-checks the master's config against the workers' own parser: the
 documents `tokenswarm_master.config` builds (what goes to workers in
 `spawn.parsed_options.tokenswarm_config`, minus `cluster_users`) must pass
-`tokenswarm check` (src/scenario.rs, deny_unknown_fields). Uses the debug
-build in target/ when present; skips otherwise (no cargo build here)."""
+`tokenswarm check` (src/scenario.rs, deny_unknown_fields). Uses
+$TOKENSWARM_BIN (scripts/test sets it) or the release build in target/."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from tokenswarm_master import config
 
-BINARY = os.path.join(REPO, "target", "debug", "tokenswarm")
+BINARY = os.environ.get("TOKENSWARM_BIN") or os.path.join(REPO, "target", "release", "tokenswarm")
 
 OVERRIDES = {
     "defaults": {},

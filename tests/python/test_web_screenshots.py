@@ -51,9 +51,14 @@ def test_llm_tab_and_charts_render_with_merged_numbers(procs, tmp_path):
                    what="all reports merged")
     wait_for(lambda: "ChatShort p50" in http_get(master.url + "/llm/charts"), what="chart history")
 
-    tab = browse(binary, master.url + "/?tab=llm", tmp_path, os.path.join(ARTIFACTS, "llm_tab.png"))
-    assert "ChatShort" in tab and "TTFT" in tab
     ttft = doc["scenarios"]["ChatShort"]["metrics"]["ttft"]
+    # The UI renders after its first poll; on a loaded machine that can miss
+    # the virtual-time budget, so load the page again (bounded) until it has.
+    for _attempt in range(4):
+        tab = browse(binary, master.url + "/?tab=llm", tmp_path, os.path.join(ARTIFACTS, "llm_tab.png"))
+        if f"{ttft['max_ms']:,.2f}" in tab:
+            break
+    assert "ChatShort" in tab and "TTFT" in tab
     assert f"{ttft['p50_ms']:,.2f}" in tab and f"{ttft['max_ms']:,.2f}" in tab  # 80.00, 1,200.00
     assert "output tokens 20 % off target" in tab
     assert f"{doc['total']['input_tokens']:,}" in tab

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Open-loop precision of tokenswarm at a high rate.
+
+Two tokenswarm workers share one open-loop phase of RATE req/s (default
+1,667, constant inter-arrival times) for DURATION s (default 20) against
+``tokenswarm sim --no-latency --log-requests FILE``. The master runs
+``-u 2 -r 2`` so that each worker holds one user, i.e. half of the rate
+(``cluster_users`` = 2 goes to the workers inside tokenswarm_config, set from
+``environment.runner.target_user_count`` at test_start; see
+bench/locustfile_tokenswarm.py).
+
+From the simulator's request log (``arrival_unix_s`` of every request):
+- achieved rate over the steady part (first and last --skip seconds of the
+  arrivals left out) and its error against RATE;
+- requests per one-second bin (min, max, std);
+- send jitter: the std of the inter-arrival gaps of the merged stream
+  against 1/RATE, and of each worker's own stream against 2/RATE (the log
+  does not say which worker sent a request, so arrivals are split into two
+  lattices by following each one: an arrival goes to the stream whose next
+  expected arrival it is closest to);
+- the p50/p99/max of tokenswarm's own ``lag`` metric (dispatch time minus
+  scheduled time), summed from the workers' reports by the master.
+
+Usage: bench/open_loop_precision.py [--rate 1667] [--duration 20] [--workers 2]
+Results: <out>/open_loop_precision-<UTC stamp>.json and Markdown on stdout.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as c  # noqa: E402
+
+
+def split_streams(times, period, n):
+    """Assigns sorted arrival times to n streams of the given period, each
+    arrival to the stream whose next expected arrival is nearest."""
+    streams = [[] for _ in range(n)]
+    for t in times:
+        started = [s for s in streams if s]
+        best = min(started, key=lambda s: abs(t - (s[-1] + period)), default=None)
+        empty = [s for s in streams if not s]
+        # A stream with no arrival yet takes this one when every started
+        # stream is more than a quarter period off.
+        if empty and (best is None or abs(t - (best[-1] + period)) > period / 4):
+            best = empty[0]
+        best.append(t)
+    return streams
+
+
+def gap_stats(times, ideal):
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    if len(gaps) < 2:
+        return None
+    dev = [g - ideal for g in gaps]
+    rms = math.sqrt(sum(d * d for d in dev) / len(dev))
+    absdev = sorted(abs(d) for d in dev)
+    return {
+        "n_gaps": len(gaps),
+        "ideal_us": ideal * 1e6,
+        "mean_us": statistics.fmean(gaps) * 1e6,
+        "std_us": statistics.pstdev(gaps) * 1e6,
+        "rms_vs_ideal_us": rms * 1e6,
+        "p99_abs_dev_us": absdev[int(0.99 * (len(absdev) - 1))] * 1e6,
+        "max_abs_dev_us": absdev[-1] * 1e6,
+    }
+
+
+def analyse(log_path, rate, duration, skip, workers):
+    arrivals = []
+    statuses = {}
+    with open(log_path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            arrivals.append(rec["arrival_unix_s"])
+            statuses[str(rec.get("status"))] = statuses.get(str(rec.get("status")), 0) + 1
+    arrivals.sort()
+    if len(arrivals) < 10:
+        return {"arrivals": len(arrivals), "statuses": statuses}
+    t0, tn = arrivals[0], arrivals[-1]
+    a, b = t0 + skip, t0 + duration - skip
+    steady = [t for t in arrivals if a <= t < b]
+    achieved = len(steady) / (b - a)
+    bins = {}
+    for t in arrivals:
+        k = int(t - t0)
+        if k < int(duration):
+            bins[k] = bins.get(k, 0) + 1
+    full_bins = [bins.get(k, 0) for k in range(int(skip), int(duration - skip))]
+    streams = split_streams(steady, workers / rate, workers)
+    return {
+        "arrivals": len(arrivals),
+        "expected_arrivals": rate * duration,
+        "statuses": statuses,
+        "first_arrival_unix_s": t0,
+        "span_s": tn - t0,
+        "overall_rate": (len(arrivals) - 1) / (tn - t0) if tn > t0 else None,
+        "steady_window_s": [skip, duration - skip],
+        "steady_arrivals": len(steady),
+        "achieved_rate": achieved,
+        "rate_error_pct": 100 * (achieved - rate) / rate,
+        "per_second": {
+            "min": min(full_bins),
+            "max": max(full_bins),
+            "std": statistics.pstdev(full_bins),
+            "counts": full_bins,
+        },
+        "merged_gaps": gap_stats(steady, 1 / rate),
+        "per_worker_gaps": [dict(gap_stats(s, workers / rate) or {}, arrivals=len(s)) for s in streams],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=1667)
+    ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--arrival", default="constant", choices=["constant", "poisson", "gamma"])
+    ap.add_argument("--skip", type=float, default=1.0, help="seconds left out at each end")
+    ap.add_argument("--sim-cpu", default=None, help="pin the simulator (default: unpinned)")
+    ap.add_argument("--worker-cpu", default=None, help="pin the workers (default: unpinned)")
+    ap.add_argument("--out", default=os.path.join(c.BENCH, "results"))
+    ap.add_argument("--keep-logs", help="directory for the process logs (default: a temporary one)")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    workdir = a.keep_logs or tempfile.mkdtemp(prefix="tokenswarm-openloop-")
+    os.makedirs(workdir, exist_ok=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    log_path = os.path.join(workdir, "requests.jsonl")
+    if os.path.exists(log_path):
+        os.unlink(log_path)
+    load = {
+        "mode": "open",
+        "phases": [{"rate": a.rate, "duration_s": a.duration}],
+        "arrival": a.arrival,
+    }
+    env = dict(os.environ)
+    env["BENCH_LOAD"] = json.dumps(load)
+    env["BENCH_LLM_OUT"] = os.path.join(workdir, "llm.json")
+    env.setdefault("RUST_LOG", "warn")
+    sim, sim_url = c.start_sim(workdir, "open", ["--no-latency", "--log-requests", log_path], a.sim_cpu)
+    master_port = c.free_port()
+    workers = [
+        c.Proc(
+            "worker%d" % i,
+            c.pinned(a.worker_cpu, [c.TOKENSWARM, "worker", "--master-port", str(master_port)]),
+            os.path.join(workdir, "worker%d.log" % i),
+            env=env,
+        )
+        for i in range(a.workers)
+    ]
+    master = None
+    b0 = c.cpu_busy_s()
+    load0 = c.loadavg()
+    try:
+        run_time = int(math.ceil(a.duration + 3))
+        csv_prefix = os.path.join(workdir, "open")
+        master = c.Proc(
+            "master",
+            c.master_argv(master_port, sim_url, a.workers, run_time, csv_prefix, expect_workers=a.workers),
+            os.path.join(workdir, "master.log"),
+            env=env,
+        )
+        master.wait(run_time + 90)
+        for w in workers:
+            w.wait(20)
+        stats = c.http_json(sim_url + "/sim/stats")
+    finally:
+        for p in [master] + workers:
+            if p is not None:
+                p.stop()
+        sim.stop()  # the request log is complete once the simulator ends
+    b1 = c.cpu_busy_s()
+    res = analyse(log_path, a.rate, a.duration, a.skip, a.workers)
+    row = c.read_csv_row(csv_prefix)
+    lag = {}
+    try:
+        with open(env["BENCH_LLM_OUT"]) as f:
+            llm = json.load(f)
+        m = llm["scenarios"]["Chat"]["metrics"].get("lag") or {}
+        h = m.get("hist") or {}
+        lag = {
+            "count": m.get("count"),
+            "p50_us": c.hist_percentile(h, 0.5),
+            "p99_us": c.hist_percentile(h, 0.99),
+            "max_us": m.get("max"),
+            "mean_us": m["sum"] / m["count"] if m.get("count") else None,
+        }
+    except (OSError, ValueError, KeyError):
+        pass
+    result = {
+        "benchmark": "open_loop_precision",
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": c.machine(),
+        "tokenswarm": c.tokenswarm_version(),
+        "git_head": c.git_head(),
+        "settings": vars(a),
+        "load": load,
+        "master_requests": int(row["Request Count"]) if row else None,
+        "master_failures": int(row["Failure Count"]) if row else None,
+        "sim_stats": stats,
+        "analysis": res,
+        "lag": lag,
+        "machine_busy_cpu_s": {k: round(b1[k] - b0[k], 2) for k in b1},
+        "loadavg_1m_at_start": load0,
+        "worker_cpu_s": [w.rusage_cpu for w in workers],
+        "logs": workdir,
+    }
+    path = os.path.join(a.out, "open_loop_precision-%s.json" % started.strftime("%Y%m%dT%H%M%SZ"))
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    r = res
+    print("## open_loop_precision, %s, %s\n" % (started.strftime("%Y-%m-%d %H:%M UTC"), result["tokenswarm"]))
+    print("| target req/s | workers | arrival | arrivals (sim log / expected) | master requests / sim requests | achieved req/s (steady %g–%g s) | rate error | per-second min / max / std |" % tuple(r.get("steady_window_s", [0, 0])))
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    if "achieved_rate" in r:
+        print(
+            "| %g | %d | %s | %d / %d | %s / %s | %.1f | %+.3f %% | %d / %d / %.1f |"
+            % (
+                a.rate,
+                a.workers,
+                a.arrival,
+                r["arrivals"],
+                r["expected_arrivals"],
+                result["master_requests"],
+                stats.get("requests"),
+                r["achieved_rate"],
+                r["rate_error_pct"],
+                r["per_second"]["min"],
+                r["per_second"]["max"],
+                r["per_second"]["std"],
+            )
+        )
+        print("\n| stream | ideal gap µs | mean gap µs | std µs | RMS vs ideal µs | p99 abs dev µs | max abs dev µs |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        rows = [("merged", r["merged_gaps"])] + [("worker stream %d (%d arrivals)" % (i, g.get("arrivals", 0)), g) for i, g in enumerate(r["per_worker_gaps"])]
+        for name, g in rows:
+            if g and "ideal_us" in g:
+                print(
+                    "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |"
+                    % (name, g["ideal_us"], g["mean_us"], g["std_us"], g["rms_vs_ideal_us"], g["p99_abs_dev_us"], g["max_abs_dev_us"])
+                )
+        if lag:
+            print(
+                "\n- tokenswarm `lag` metric (dispatch − schedule): %s samples, p50 %s µs, p99 %s µs, max %s µs"
+                % (lag["count"], lag["p50_us"], lag["p99_us"], lag["max_us"])
+            )
+        verdict = "meets" if abs(r["rate_error_pct"]) <= 1.0 else "does NOT meet"
+        print("- %s the 1 %% rate-error target at %g req/s" % (verdict, a.rate))
+    else:
+        print("too few arrivals: %s" % r)
+    print("\nresults: %s\nlogs: %s" % (os.path.relpath(path, c.ROOT), workdir))
+
+
+if __name__ == "__main__":
+    main()
