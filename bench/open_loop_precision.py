@@ -13,11 +13,10 @@ From the simulator's request log (``arrival_unix_s`` of every request):
 - achieved rate over the steady part (first and last --skip seconds of the
   arrivals left out) and its error against RATE;
 - requests per one-second bin (min, max, std);
-- send jitter: the std of the inter-arrival gaps of the merged stream
-  against 1/RATE, and of each worker's own stream against 2/RATE (the log
-  does not say which worker sent a request, so arrivals are split into two
-  lattices by following each one: an arrival goes to the stream whose next
-  expected arrival it is closest to);
+- send jitter: the std of the inter-arrival gaps (all workers merged: the
+  log does not say which worker sent a request) against 1/RATE, and how far
+  the arrival times stray from a straight line fitted to them (arrival time
+  against index), which shows bursts and stalls whatever the interleaving;
 - the p50/p99/max of tokenswarm's own ``lag`` metric (dispatch time minus
   scheduled time), summed from the workers' reports by the master.
 
@@ -38,20 +37,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as c  # noqa: E402
 
 
-def split_streams(times, period, n):
-    """Assigns sorted arrival times to n streams of the given period, each
-    arrival to the stream whose next expected arrival is nearest."""
-    streams = [[] for _ in range(n)]
-    for t in times:
-        started = [s for s in streams if s]
-        best = min(started, key=lambda s: abs(t - (s[-1] + period)), default=None)
-        empty = [s for s in streams if not s]
-        # A stream with no arrival yet takes this one when every started
-        # stream is more than a quarter period off.
-        if empty and (best is None or abs(t - (best[-1] + period)) > period / 4):
-            best = empty[0]
-        best.append(t)
-    return streams
+def line_residuals(times):
+    """Std and p99 |residual| (seconds) of the arrival times around the
+    least-squares line t = a + b * index: how far sends stray from an even
+    schedule, whatever the interleaving of the workers."""
+    n = len(times)
+    xm = (n - 1) / 2
+    tm = statistics.fmean(times)
+    sxx = sum((i - xm) ** 2 for i in range(n))
+    b = sum((i - xm) * (t - tm) for i, t in enumerate(times)) / sxx
+    res = sorted(abs(t - (tm + b * (i - xm))) for i, t in enumerate(times))
+    std = math.sqrt(sum(r * r for r in res) / n)
+    return {"fitted_rate": 1 / b, "std_us": std * 1e6, "p99_abs_us": res[int(0.99 * (n - 1))] * 1e6, "max_abs_us": res[-1] * 1e6}
 
 
 def gap_stats(times, ideal):
@@ -96,7 +93,6 @@ def analyse(log_path, rate, duration, skip, workers):
         if k < int(duration):
             bins[k] = bins.get(k, 0) + 1
     full_bins = [bins.get(k, 0) for k in range(int(skip), int(duration - skip))]
-    streams = split_streams(steady, workers / rate, workers)
     return {
         "arrivals": len(arrivals),
         "expected_arrivals": rate * duration,
@@ -115,7 +111,7 @@ def analyse(log_path, rate, duration, skip, workers):
             "counts": full_bins,
         },
         "merged_gaps": gap_stats(steady, 1 / rate),
-        "per_worker_gaps": [dict(gap_stats(s, workers / rate) or {}, arrivals=len(s)) for s in streams],
+        "schedule_residuals": line_residuals(steady),
     }
 
 
@@ -213,6 +209,11 @@ def main():
         "machine_busy_cpu_s": {k: round(b1[k] - b0[k], 2) for k in b1},
         "loadavg_1m_at_start": load0,
         "worker_cpu_s": [w.rusage_cpu for w in workers],
+        "sim_cpu_s": sim.rusage_cpu,
+        "master_cpu_s": master.rusage_cpu if master else None,
+        "other_processes_cpu_s": round(
+            (b1["all"] - b0["all"]) - sum(w.rusage_cpu or 0 for w in workers) - (sim.rusage_cpu or 0) - ((master.rusage_cpu or 0) if master else 0), 2
+        ),
         "logs": workdir,
     }
     path = os.path.join(a.out, "open_loop_precision-%s.json" % started.strftime("%Y%m%dT%H%M%SZ"))
@@ -240,20 +241,20 @@ def main():
                 r["per_second"]["std"],
             )
         )
-        print("\n| stream | ideal gap µs | mean gap µs | std µs | RMS vs ideal µs | p99 abs dev µs | max abs dev µs |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        rows = [("merged", r["merged_gaps"])] + [("worker stream %d (%d arrivals)" % (i, g.get("arrivals", 0)), g) for i, g in enumerate(r["per_worker_gaps"])]
-        for name, g in rows:
-            if g and "ideal_us" in g:
-                print(
-                    "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |"
-                    % (name, g["ideal_us"], g["mean_us"], g["std_us"], g["rms_vs_ideal_us"], g["p99_abs_dev_us"], g["max_abs_dev_us"])
-                )
+        g, lr = r["merged_gaps"], r["schedule_residuals"]
+        print("\n| ideal gap µs | mean gap µs | gap std µs | gap p99 abs dev µs | gap max µs dev | send time vs fitted line: std µs | p99 µs | max µs |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |"
+            % (g["ideal_us"], g["mean_us"], g["std_us"], g["p99_abs_dev_us"], g["max_abs_dev_us"], lr["std_us"], lr["p99_abs_us"], lr["max_abs_us"])
+        )
         if lag:
             print(
                 "\n- tokenswarm `lag` metric (dispatch − schedule): %s samples, p50 %s µs, p99 %s µs, max %s µs"
                 % (lag["count"], lag["p50_us"], lag["p99_us"], lag["max_us"])
             )
+        print("- CPU-s during the run: workers %s, simulator %.2f, other processes on the machine %.1f (of %.1f busy)" % (
+            ", ".join("%.2f" % (x or 0) for x in result["worker_cpu_s"]), result["sim_cpu_s"] or 0, result["other_processes_cpu_s"], result["machine_busy_cpu_s"]["all"]))
         verdict = "meets" if abs(r["rate_error_pct"]) <= 1.0 else "does NOT meet"
         print("- %s the 1 %% rate-error target at %g req/s" % (verdict, a.rate))
     else:

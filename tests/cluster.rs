@@ -475,3 +475,57 @@ fn api_key_never_leaves_the_worker() {
 fn file_exists(dir: &Path, name: &str) -> bool {
     dir.join(name).exists()
 }
+
+/// Proves: a headless run that ends (`-t`) while streams are in flight
+/// counts every request the simulator saw, the cut ones included, exactly
+/// once: Locust's count equals the simulator's, its failures are exactly the
+/// streams the simulator saw disconnect, all of kind `cancelled`, and the
+/// master exits 0 because no target error happened.
+#[test]
+fn headless_end_counts_the_streams_it_cuts_and_exits_zero() {
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 32, output_length: 300}\n";
+    let mut c = start(Setup {
+        name: "cluster-end",
+        sim_args: &["--ttft-ms", "5", "--tpot-ms", "5"],
+        scenarios_yaml: yaml,
+        master_args: &["--headless", "-u", "12", "-r", "12", "-t", "5s", "--csv", "out"],
+        workers: 2,
+        worker_env: &[],
+        host: None,
+    });
+    let code = c.wait_master(Duration::from_secs(60));
+    for w in &mut c.workers {
+        assert_eq!(w.wait(Duration::from_secs(10)), Some(0));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sim = sim_stats(c.sim_port);
+    let stats = read_csv(&c.dir.join("out_stats.csv"));
+    let agg = stats.iter().find(|r| r["Name"] == "Aggregated").unwrap();
+    assert_eq!(agg["Request Count"].parse::<u64>().unwrap(), u(&sim["requests"]), "{sim}\n{}", c.logs());
+    let cut = sim["faults"]["client_disconnect"].as_u64().unwrap_or(0);
+    assert!(cut > 0, "the run must end mid-stream to prove anything: {sim}");
+    assert_eq!(agg["Failure Count"].parse::<u64>().unwrap(), cut);
+    let fails = read_csv(&c.dir.join("out_failures.csv"));
+    assert!(fails.iter().all(|r| r["Error"].starts_with("cancelled")), "{fails:?}");
+    assert_eq!(code, Some(0), "{}", c.logs());
+}
+
+/// Proves: an output token budget is a cluster total: the master stops the
+/// run once the merged output tokens reach it, and says so.
+#[test]
+fn output_token_budget_stops_the_run() {
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 20}\n";
+    let mut c = start(Setup {
+        name: "cluster-budget",
+        sim_args: &["--ttft-ms", "2", "--tpot-ms", "1"],
+        scenarios_yaml: yaml,
+        master_args: &["--headless", "-u", "4", "-r", "4", "-t", "120s", "--llm-output-token-budget", "2000"],
+        workers: 2,
+        worker_env: &[],
+        host: None,
+    });
+    let code = c.wait_master(Duration::from_secs(100));
+    assert_ne!(code, Some(0), "{}", c.logs());
+    assert!(c.master.output().contains("token budget reached"), "{}", c.logs());
+    assert!(u(&sim_stats(c.sim_port)["output_tokens"]) >= 2000);
+}

@@ -121,6 +121,54 @@ def _stop_run(environment, reason, quit_process=None):
     gevent.spawn(stop)
 
 
+def budget_reached(cfg, counts):
+    """The first token budget the merged totals have reached, as a message."""
+    safety = (cfg or {}).get("safety", {})
+    for kind in ("input", "output"):
+        budget = safety.get(f"{kind}_token_budget")
+        used = counts.get(f"{kind}_tokens", 0)
+        if budget is not None and used >= budget:
+            return (f"token budget reached: {used} {kind} tokens used across all workers, "
+                    f"--llm-{kind}-token-budget / safety.{kind}_token_budget is {budget}")
+    return None
+
+
+def _enforce_budgets(state):
+    """Budgets are cluster totals, so only the master, which merges every
+    worker's tokens, can tell when one is reached; it then stops the run."""
+    env = state.environment
+    if env is None or state.abort is not None or env.runner is None:
+        return
+    if env.runner.state not in (STATE_RUNNING, STATE_SPAWNING):
+        return
+    reason = budget_reached(state.config, state.aggregator.total.counts)
+    if reason:
+        state.abort = {"reason": reason, "worker": "master"}
+        logger.error(f"tokenswarm: run stopped: {reason}")
+        _stop_run(env, reason)
+
+
+def only_cancellations(errors):
+    """True when every failure is a request the end of the run cancelled
+    (the worker's message starts with "cancelled")."""
+    return bool(errors) and all(str(e.error).startswith("cancelled") for e in errors)
+
+
+def _exit_code_ignoring_cancellations(environment):
+    """Locust exits 1 on any failure. Streams still running when a run ends
+    are cancelled and counted (as failures of kind `cancelled`: nothing sent
+    goes uncounted), but they are not errors of the target: exit 0 then."""
+    runner = environment.runner
+    if environment.process_exit_code is not None or not isinstance(runner, MasterRunner):
+        return
+    if runner.exceptions or not only_cancellations(list(runner.stats.errors.values())):
+        return
+    n = sum(e.occurrences for e in runner.stats.errors.values())
+    logger.info(f"tokenswarm: {n} requests in flight at the end were cancelled and counted as "
+                "failures of kind 'cancelled'; they are not target errors, so the exit code is 0")
+    environment.process_exit_code = 0
+
+
 def install(environment, state):
     """Hooks one master environment (called from the `init` event)."""
     runner = environment.runner
@@ -302,6 +350,11 @@ def setup(scenarios_path, user_class_names, events=default_events):
     def _worker_report(client_id, data, **_kw):
         if "llm" in data:
             state.aggregator.merge_report(data["llm"])
+            _enforce_budgets(state)
+
+    @events.quitting.add_listener
+    def _quitting(environment, **_kw):
+        _exit_code_ignoring_cancellations(environment)
 
     @events.reset_stats.add_listener
     def _reset(**_kw):
