@@ -529,3 +529,37 @@ fn output_token_budget_stops_the_run() {
     assert!(c.master.output().contains("token budget reached"), "{}", c.logs());
     assert!(u(&sim_stats(c.sim_port)["output_tokens"]) >= 2000);
 }
+
+/// Proves: SIGTERM to a worker mid-run makes it flush its final stats and
+/// tell the master it quits: it exits 0, the master drops it, and the
+/// master's count still equals what the simulator served.
+#[test]
+fn sigterm_flushes_the_workers_stats_before_it_leaves() {
+    let c = start(Setup {
+        name: "cluster-sigterm",
+        sim_args: &["--ttft-ms", "5", "--tpot-ms", "2"],
+        scenarios_yaml: TWO_SCENARIOS,
+        master_args: &["--stop-timeout", "30"],
+        workers: 2,
+        worker_env: &[],
+        host: None,
+    });
+    let mut c = c;
+    c.wait_workers_ready();
+    let (status, _) = http::post_form(c.web_port, "/swarm", "user_count=6&spawn_rate=6").unwrap();
+    assert_eq!(status, 200);
+    c.wait_state("running", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    c.workers[0].signal("TERM");
+    assert_eq!(c.workers[0].wait(Duration::from_secs(10)), Some(0), "{}", c.logs());
+    wait_for("the master to drop the worker", Duration::from_secs(20), || {
+        (c.requests_json()["worker_count"].as_u64() == Some(1)).then_some(())
+    });
+    let (status, _) = http::post_form(c.web_port, "/stop", "").unwrap();
+    assert_eq!(status, 200);
+    c.wait_state("stopped", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let sim = sim_stats(c.sim_port);
+    let stats = c.requests_json();
+    assert_eq!(u(&aggregated(&stats)["num_requests"]), u(&sim["requests"]), "{sim}\n{}", c.logs());
+}
