@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -336,7 +336,9 @@ pub struct Shared {
     seq: AtomicU64,
     slots: Arc<Semaphore>,
     /// Cancelled when the shutdown grace period is over: open streams end.
-    pub(crate) abort: CancellationToken,
+    abort: CancellationToken,
+    /// Mirrors `abort` for the per-wake-up check of streams (a plain load).
+    aborting: AtomicBool,
     slot_total: usize,
     cache: Mutex<PrefixCache>,
     stats: Mutex<Stats>,
@@ -344,6 +346,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shutdown grace period is over.
+    pub fn aborting(&self) -> bool {
+        self.aborting.load(Ordering::Relaxed)
+    }
+
     /// Streams currently holding a slot.
     pub fn running(&self) -> usize {
         self.slot_total.saturating_sub(self.slots.available_permits())
@@ -496,6 +503,7 @@ pub async fn serve(
         stats: Mutex::new(Stats::default()),
         seq: AtomicU64::new(0),
         abort: CancellationToken::new(),
+        aborting: AtomicBool::new(false),
         log,
         cfg,
     });
@@ -522,6 +530,7 @@ pub async fn serve(
         _ = async { grace.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {
             // Grace period over: open streams end (logged with fault "shutdown"),
             // queued requests get 503, then the connections close.
+            shared.aborting.store(true, Ordering::Relaxed);
             shared.abort.cancel();
             shared.slots.close();
             match tokio::time::timeout(Duration::from_secs(1), &mut server).await {

@@ -462,14 +462,14 @@ impl http_body::Body for SimStream {
         let mut buf = BytesMut::new();
         // One clock read per wake-up: chunks that are due together share it.
         let mut now = Instant::now();
+        if this.shared.aborting() && !matches!(this.phase, Phase::Done) {
+            // The simulator is shutting down: end the stream here.
+            this.fill_outcome(false);
+            this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
+            this.phase = Phase::Done;
+            this.finalize();
+        }
         loop {
-            if this.shared.abort.is_cancelled() && !matches!(this.phase, Phase::Done) {
-                // The simulator is shutting down: end the stream here.
-                this.fill_outcome(false);
-                this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
-                this.phase = Phase::Done;
-                this.finalize();
-            }
             match this.phase {
                 Phase::Open => {
                     buf.reserve(this.coalesce_hint.max(this.tpl.open.len()));
