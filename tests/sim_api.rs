@@ -479,3 +479,24 @@ async fn models_and_shutdown_with_open_stream() {
     assert!(line["output_tokens"].as_u64().unwrap() > 10);
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_offsets_omitted_above_4096() {
+    let sim = Sim::start(fast()).await;
+    let s = sim.stream("/v1/chat/completions", &chat("a", 4096, true)).await;
+    assert_eq!(
+        s.usage_event().unwrap()["sim"]["token_offsets_us"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4096
+    );
+    let s = sim.stream("/v1/chat/completions", &chat("a", 5000, true)).await;
+    let v = s.usage_event().unwrap()["sim"].clone();
+    assert!(v.get("token_offsets_us").is_none(), "{v}");
+    assert_eq!(v["output_tokens"], 5000);
+    assert!(v["e2e_us"].as_u64().unwrap() >= v["ttft_us"].as_u64().unwrap());
+    let (_, v) = sim.post_json("/v1/messages", &anthropic("a", 5000, false)).await;
+    assert!(v["sim"].get("token_offsets_us").is_none());
+    sim.stop().await;
+}

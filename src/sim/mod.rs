@@ -723,7 +723,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     outcome.stream = req.stream;
     outcome.prompt_tokens = req.prompt_tokens;
     let max_tokens = req.max_tokens.unwrap_or(cfg.default_max_tokens.max(1));
-    if req.prompt_tokens + max_tokens > cfg.context_limit {
+    if req.prompt_tokens.saturating_add(max_tokens) > cfg.context_limit {
         let e = match api {
             Api::Messages => ApiError::bad(
                 Some("messages"),
@@ -739,7 +739,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
                     format!(
                         "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the messages, {} in the completion). Please reduce the length of the messages or completion.",
                         cfg.context_limit,
-                        req.prompt_tokens + max_tokens,
+                        req.prompt_tokens.saturating_add(max_tokens),
                         req.prompt_tokens,
                         max_tokens
                     ),
@@ -786,6 +786,9 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         0
     }
     .min(max_tokens);
+    // at most u32::MAX tokens per response (the context limit is far below)
+    let max_tokens = max_tokens.min(u64::from(u32::MAX));
+    let n_reason = n_reason.min(max_tokens);
     let budget = max_tokens - n_reason;
     let (mut n_answer, mut finish) = match cfg.natural_output {
         Some(n) if !req.ignore_eos => {
@@ -895,7 +898,9 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         if i > 0 {
             sched.advance();
         }
-        offsets.push(sched.next.duration_since(t0).as_micros() as u64);
+        if offsets.len() <= stream::MAX_OFFSETS {
+            offsets.push(sched.next.duration_since(t0).as_micros() as u64);
+        }
     }
     tokio::select! {
         _ = tokio::time::sleep_until(sched.next) => {}
