@@ -500,3 +500,42 @@ async fn token_offsets_omitted_above_4096() {
     assert!(v["sim"].get("token_offsets_us").is_none());
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_is_seeded() {
+    let mut runs = Vec::new();
+    for seed in [5, 5, 6] {
+        let cfg = SimConfig {
+            seed,
+            ttft_ms: 1.0,
+            tpot_ms: 1.0,
+            jitter: 0.5,
+            batch_slowdown: 0.0,
+            ..SimConfig::default()
+        };
+        let sim = Sim::start(cfg).await;
+        let (_, v) = sim.post_json("/v1/chat/completions", &chat("a", 30, false)).await;
+        let offs: Vec<i64> = v["sim"]["token_offsets_us"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let gaps: Vec<i64> = offs.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (500..=1501).contains(g)), "{gaps:?}");
+        assert!(
+            gaps.iter().max().unwrap() - gaps.iter().min().unwrap() > 200,
+            "{gaps:?}"
+        );
+        runs.push(gaps);
+        sim.stop().await;
+    }
+    assert!(
+        runs[0].iter().zip(&runs[1]).all(|(a, b)| (a - b).abs() <= 1),
+        "same seed: {runs:?}"
+    );
+    assert!(
+        runs[0].iter().zip(&runs[2]).any(|(a, b)| (a - b).abs() > 50),
+        "other seed"
+    );
+}
