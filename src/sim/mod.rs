@@ -7,8 +7,41 @@
 //! §2); `GET /sim/stats` and `POST /sim/reset` expose counters, and
 //! `--log-requests` writes one JSON line per request.
 //!
-//! Token units: prompt tokens are whitespace-separated words of all message
-//! text (incl. system); each output token is one word.
+//! # Model
+//! - Tokens: prompt tokens are the whitespace-separated words of all message
+//!   text (chat: every message content; completions: `prompt`; Anthropic:
+//!   `system` + messages). Each output token is one word (`" tok"`, reasoning
+//!   `" think"`), one chunk per token.
+//! - Output: reasoning (`--reasoning-tokens`, or `--requested-reasoning-tokens`
+//!   when the request asks for it) comes first and counts in
+//!   `completion_tokens` and in `max_tokens`. The answer runs to `max_tokens`
+//!   (finish `length`) unless `--natural-output N` stops it at N (finish
+//!   `stop`); `ignore_eos` disables that stop, `min_tokens` (counting
+//!   reasoning) raises it.
+//! - Latency: a request first waits for one of `--slots` (queue_us), then
+//!   TTFT = `--ttft-ms` + `--prefill-us-per-token` × uncached prompt tokens;
+//!   each further token is due one decode interval after the previous
+//!   deadline (absolute deadlines: lateness never accumulates), interval =
+//!   `--tpot-ms` × (1 + `--batch-slowdown` × (running streams − 1)) ×
+//!   (1 ± `--jitter`, seeded). Chunks already due are written together.
+//!   `--no-latency` (or `--ttft-ms 0 --tpot-ms 0`) answers at once.
+//! - Prefix cache: blocks of 16 words hashed as a chain; cached tokens = the
+//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). They
+//!   cost no prefill and are reported as `cached_tokens` / Anthropic
+//!   `cache_read_input_tokens` (`input_tokens` excludes them;
+//!   `cache_creation_input_tokens` is always 0, so input_tokens +
+//!   cache_read = prompt words).
+//! - Faults (one seeded draw per request, rates add up to at most 1):
+//!   429 (with Retry-After), 500, 503 before streaming; error event, truncate
+//!   and stall after a random number of tokens in streams (non-streaming
+//!   requests get a 500 body instead); empty = a proper end with no answer.
+//! - `POST /sim/reset` zeroes the stats and also empties the prefix cache.
+//! - Shutdown (SIGINT/SIGTERM): stop accepting, give open streams 2 s, then
+//!   end them (logged with fault `shutdown`), flush the request log, exit.
+//!
+//! Defaults are a small demo model: TTFT 40 ms + 0.02 ms per prompt token,
+//! 12 ms per output token, 256 slots, +0.2 % decode time per extra stream,
+//! 32k context, 65,536 cache blocks (1M words).
 
 mod cache;
 mod parse;
