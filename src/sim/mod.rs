@@ -398,9 +398,12 @@ impl Shared {
                 .or_default()
                 .entry(o.status)
                 .or_default() += 1;
-            st.prompt_tokens += o.prompt_tokens;
-            st.cached_tokens += o.cached_tokens;
-            st.output_tokens += o.output_tokens;
+            if o.status == 200 {
+                // tokens of answered requests only (errors are in the log)
+                st.prompt_tokens += o.prompt_tokens;
+                st.cached_tokens += o.cached_tokens;
+                st.output_tokens += o.output_tokens;
+            }
             if o.stream && o.completed {
                 st.streams_completed += 1;
             }
