@@ -138,7 +138,8 @@ pub struct SimArgs {
     /// Prefix cache capacity in blocks of 16 words (LRU; 0 disables the cache).
     #[arg(long, default_value_t = 65536)]
     pub prefix_cache_blocks: usize,
-    /// Answer length used when a request sets no max_tokens (OpenAI APIs).
+    /// Answer length used when a request sets no max_tokens (OpenAI APIs), at most what the
+    /// context leaves.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: u64,
     /// The answer naturally ends after N tokens (finish stop), unless ignore_eos or min_tokens ask for more.
@@ -758,7 +759,9 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     outcome.model = Some(req.model.clone());
     outcome.stream = req.stream;
     outcome.prompt_tokens = req.prompt_tokens;
-    let max_tokens = req.max_tokens.unwrap_or(cfg.default_max_tokens.max(1));
+    // Without max_tokens the answer may use what is left of the context.
+    let room = cfg.context_limit.saturating_sub(req.prompt_tokens).max(1);
+    let max_tokens = req.max_tokens.unwrap_or(cfg.default_max_tokens.clamp(1, room));
     if req.prompt_tokens.saturating_add(max_tokens) > cfg.context_limit {
         let e = match api {
             Api::Messages => ApiError::bad(
