@@ -12,7 +12,7 @@
 //!   text (chat: every message content; completions: `prompt`; Anthropic:
 //!   `system` + messages). Each output token is one word (`" tok"`, reasoning
 //!   `" think"`), one chunk per token.
-//! - Output: reasoning (`--reasoning-tokens`, or `--requested-reasoning-tokens`
+//! - Output: reasoning (chat and messages only; `--reasoning-tokens`, or `--requested-reasoning-tokens`
 //!   when the request asks for it) comes first and counts in
 //!   `completion_tokens` and in `max_tokens`. The answer runs to `max_tokens`
 //!   (finish `length`) unless `--natural-output N` stops it at N (finish
