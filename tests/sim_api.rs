@@ -479,3 +479,63 @@ async fn models_and_shutdown_with_open_stream() {
     assert!(line["output_tokens"].as_u64().unwrap() > 10);
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_offsets_omitted_above_4096() {
+    let sim = Sim::start(fast()).await;
+    let s = sim.stream("/v1/chat/completions", &chat("a", 4096, true)).await;
+    assert_eq!(
+        s.usage_event().unwrap()["sim"]["token_offsets_us"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4096
+    );
+    let s = sim.stream("/v1/chat/completions", &chat("a", 5000, true)).await;
+    let v = s.usage_event().unwrap()["sim"].clone();
+    assert!(v.get("token_offsets_us").is_none(), "{v}");
+    assert_eq!(v["output_tokens"], 5000);
+    assert!(v["e2e_us"].as_u64().unwrap() >= v["ttft_us"].as_u64().unwrap());
+    let (_, v) = sim.post_json("/v1/messages", &anthropic("a", 5000, false)).await;
+    assert!(v["sim"].get("token_offsets_us").is_none());
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_is_seeded() {
+    let mut runs = Vec::new();
+    for seed in [5, 5, 6] {
+        let cfg = SimConfig {
+            seed,
+            ttft_ms: 1.0,
+            tpot_ms: 1.0,
+            jitter: 0.5,
+            batch_slowdown: 0.0,
+            ..SimConfig::default()
+        };
+        let sim = Sim::start(cfg).await;
+        let (_, v) = sim.post_json("/v1/chat/completions", &chat("a", 30, false)).await;
+        let offs: Vec<i64> = v["sim"]["token_offsets_us"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let gaps: Vec<i64> = offs.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (500..=1501).contains(g)), "{gaps:?}");
+        assert!(
+            gaps.iter().max().unwrap() - gaps.iter().min().unwrap() > 200,
+            "{gaps:?}"
+        );
+        runs.push(gaps);
+        sim.stop().await;
+    }
+    assert!(
+        runs[0].iter().zip(&runs[1]).all(|(a, b)| (a - b).abs() <= 1),
+        "same seed: {runs:?}"
+    );
+    assert!(
+        runs[0].iter().zip(&runs[2]).any(|(a, b)| (a - b).abs() > 50),
+        "other seed"
+    );
+}

@@ -46,15 +46,18 @@ impl Drop for SimProc {
 fn start_sim(port: u16) -> SimProc {
     let bin = std::env::var("TOKENSWARM_BIN")
         .unwrap_or_else(|_| format!("{}/target/release/tokenswarm", env!("CARGO_MANIFEST_DIR")));
-    let child = Command::new(bin)
-        .args(["sim", "--no-latency", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the sim (cargo build --release first)");
+    // wrapped at once so that it is killed and reaped on every path
+    let sim = SimProc(
+        Command::new(bin)
+            .args(["sim", "--no-latency", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the sim (cargo build --release first)"),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return SimProc(child);
+            return sim;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

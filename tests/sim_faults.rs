@@ -67,7 +67,7 @@ fn bounds() -> (f64, f64) {
 async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
     let sim = Sim::start(SimConfig {
         seed: 42,
-        stall_s: 0.03,
+        stall_s: 0.1,
         ..cfg
     })
     .await;
@@ -83,7 +83,7 @@ async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
         async move {
             let mut v = Vec::new();
             for _ in 0..N / 8 {
-                v.push(classify(&sim.stream(path, body).await, 25_000));
+                v.push(classify(&sim.stream(path, body).await, 50_000));
             }
             v
         }

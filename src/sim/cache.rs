@@ -1,9 +1,9 @@
 //! The simulated prefix cache: blocks of [`BLOCK_WORDS`] words identified by a
-//! hash chain (each block's hash covers every word before it), kept in an LRU
+//! hash chain (FNV-1a over the words; each block's hash covers every word
+//! before it), kept in an LRU
 //! bounded by a number of blocks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hasher};
 
 /// Words per cache block (docs/contracts.md).
 pub const BLOCK_WORDS: usize = 16;
@@ -13,24 +13,36 @@ pub const BLOCK_WORDS: usize = 16;
 pub fn count_and_hash<'a>(pieces: impl Iterator<Item = &'a str>) -> (u64, Vec<u64>) {
     let mut words = 0u64;
     let mut hashes = Vec::new();
-    let mut h = DefaultHasher::new();
+    let mut h = FNV_OFFSET;
     let mut in_block = 0usize;
     for piece in pieces {
         for w in piece.split_whitespace() {
-            h.write(w.as_bytes());
-            h.write_u8(0xff);
+            for &b in w.as_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            }
+            h = (h ^ 0xff).wrapping_mul(FNV_PRIME); // word separator
             words += 1;
             in_block += 1;
             if in_block == BLOCK_WORDS {
-                let prev = h.finish();
-                hashes.push(prev);
-                h = DefaultHasher::new();
-                h.write_u64(prev);
+                let block = finish(h);
+                hashes.push(block);
+                // the next block's hash starts from this one: a hash chain
+                h = (FNV_OFFSET ^ block).wrapping_mul(FNV_PRIME);
                 in_block = 0;
             }
         }
     }
     (words, hashes)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Final avalanche (FNV-1a alone mixes the high bits poorly).
+fn finish(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// LRU set of block hashes.

@@ -7,8 +7,41 @@
 //! §2); `GET /sim/stats` and `POST /sim/reset` expose counters, and
 //! `--log-requests` writes one JSON line per request.
 //!
-//! Token units: prompt tokens are whitespace-separated words of all message
-//! text (incl. system); each output token is one word.
+//! # Model
+//! - Tokens: prompt tokens are the whitespace-separated words of all message
+//!   text (chat: every message content; completions: `prompt`; Anthropic:
+//!   `system` + messages). Each output token is one word (`" tok"`, reasoning
+//!   `" think"`), one chunk per token.
+//! - Output: reasoning (chat and messages only; `--reasoning-tokens`, or `--requested-reasoning-tokens`
+//!   when the request asks for it) comes first and counts in
+//!   `completion_tokens` and in `max_tokens`. The answer runs to `max_tokens`
+//!   (finish `length`) unless `--natural-output N` stops it at N (finish
+//!   `stop`); `ignore_eos` disables that stop, `min_tokens` (counting
+//!   reasoning) raises it.
+//! - Latency: a request first waits for one of `--slots` (queue_us), then
+//!   TTFT = `--ttft-ms` + `--prefill-us-per-token` × uncached prompt tokens;
+//!   each further token is due one decode interval after the previous
+//!   deadline (absolute deadlines: lateness never accumulates), interval =
+//!   `--tpot-ms` × (1 + `--batch-slowdown` × (running streams − 1)) ×
+//!   (1 ± `--jitter`, seeded). Chunks already due are written together.
+//!   `--no-latency` (or `--ttft-ms 0 --tpot-ms 0`) answers at once.
+//! - Prefix cache: blocks of 16 words hashed as a chain; cached tokens = the
+//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). They
+//!   cost no prefill and are reported as `cached_tokens` / Anthropic
+//!   `cache_read_input_tokens` (`input_tokens` excludes them;
+//!   `cache_creation_input_tokens` is always 0, so input_tokens +
+//!   cache_read = prompt words).
+//! - Faults (one seeded draw per request, rates add up to at most 1):
+//!   429 (with Retry-After), 500, 503 before streaming; error event, truncate
+//!   and stall after a random number of tokens in streams (non-streaming
+//!   requests get a 500 body instead); empty = a proper end with no answer.
+//! - `POST /sim/reset` zeroes the stats and also empties the prefix cache.
+//! - Shutdown (SIGINT/SIGTERM): stop accepting, give open streams 2 s, then
+//!   end them (logged with fault `shutdown`), flush the request log, exit.
+//!
+//! Defaults are a small demo model: TTFT 40 ms + 0.02 ms per prompt token,
+//! 12 ms per output token, 256 slots, +0.2 % decode time per extra stream,
+//! 32k context, 65,536 cache blocks (1M words).
 
 mod cache;
 mod parse;
@@ -18,7 +51,7 @@ use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,7 +138,8 @@ pub struct SimArgs {
     /// Prefix cache capacity in blocks of 16 words (LRU; 0 disables the cache).
     #[arg(long, default_value_t = 65536)]
     pub prefix_cache_blocks: usize,
-    /// Answer length used when a request sets no max_tokens (OpenAI APIs).
+    /// Answer length used when a request sets no max_tokens (OpenAI APIs), at most what the
+    /// context leaves.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: u64,
     /// The answer naturally ends after N tokens (finish stop), unless ignore_eos or min_tokens ask for more.
@@ -336,7 +370,9 @@ pub struct Shared {
     seq: AtomicU64,
     slots: Arc<Semaphore>,
     /// Cancelled when the shutdown grace period is over: open streams end.
-    pub(crate) abort: CancellationToken,
+    abort: CancellationToken,
+    /// Mirrors `abort` for the per-wake-up check of streams (a plain load).
+    aborting: AtomicBool,
     slot_total: usize,
     cache: Mutex<PrefixCache>,
     stats: Mutex<Stats>,
@@ -344,6 +380,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shutdown grace period is over.
+    pub fn aborting(&self) -> bool {
+        self.aborting.load(Ordering::Relaxed)
+    }
+
     /// Streams currently holding a slot.
     pub fn running(&self) -> usize {
         self.slot_total.saturating_sub(self.slots.available_permits())
@@ -358,9 +399,12 @@ impl Shared {
                 .or_default()
                 .entry(o.status)
                 .or_default() += 1;
-            st.prompt_tokens += o.prompt_tokens;
-            st.cached_tokens += o.cached_tokens;
-            st.output_tokens += o.output_tokens;
+            if o.status == 200 {
+                // tokens of answered requests only (errors are in the log)
+                st.prompt_tokens += o.prompt_tokens;
+                st.cached_tokens += o.cached_tokens;
+                st.output_tokens += o.output_tokens;
+            }
             if o.stream && o.completed {
                 st.streams_completed += 1;
             }
@@ -496,6 +540,7 @@ pub async fn serve(
         stats: Mutex::new(Stats::default()),
         seq: AtomicU64::new(0),
         abort: CancellationToken::new(),
+        aborting: AtomicBool::new(false),
         log,
         cfg,
     });
@@ -522,6 +567,7 @@ pub async fn serve(
         _ = async { grace.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {
             // Grace period over: open streams end (logged with fault "shutdown"),
             // queued requests get 503, then the connections close.
+            shared.aborting.store(true, Ordering::Relaxed);
             shared.abort.cancel();
             shared.slots.close();
             match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
@@ -713,8 +759,10 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
     outcome.model = Some(req.model.clone());
     outcome.stream = req.stream;
     outcome.prompt_tokens = req.prompt_tokens;
-    let max_tokens = req.max_tokens.unwrap_or(cfg.default_max_tokens.max(1));
-    if req.prompt_tokens + max_tokens > cfg.context_limit {
+    // Without max_tokens the answer may use what is left of the context.
+    let room = cfg.context_limit.saturating_sub(req.prompt_tokens).max(1);
+    let max_tokens = req.max_tokens.unwrap_or(cfg.default_max_tokens.clamp(1, room));
+    if req.prompt_tokens.saturating_add(max_tokens) > cfg.context_limit {
         let e = match api {
             Api::Messages => ApiError::bad(
                 Some("messages"),
@@ -730,7 +778,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
                     format!(
                         "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the messages, {} in the completion). Please reduce the length of the messages or completion.",
                         cfg.context_limit,
-                        req.prompt_tokens + max_tokens,
+                        req.prompt_tokens.saturating_add(max_tokens),
                         req.prompt_tokens,
                         max_tokens
                     ),
@@ -777,6 +825,9 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         0
     }
     .min(max_tokens);
+    // at most u32::MAX tokens per response (the context limit is far below)
+    let max_tokens = max_tokens.min(u64::from(u32::MAX));
+    let n_reason = n_reason.min(max_tokens);
     let budget = max_tokens - n_reason;
     let (mut n_answer, mut finish) = match cfg.natural_output {
         Some(n) if !req.ignore_eos => {
@@ -886,7 +937,9 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Bytes) -> Response {
         if i > 0 {
             sched.advance();
         }
-        offsets.push(sched.next.duration_since(t0).as_micros() as u64);
+        if offsets.len() <= stream::MAX_OFFSETS {
+            offsets.push(sched.next.duration_since(t0).as_micros() as u64);
+        }
     }
     tokio::select! {
         _ = tokio::time::sleep_until(sched.next) => {}

@@ -366,7 +366,9 @@ pub struct SimStream {
     pub coalesce_hint: usize,
     emitted: u32,
     transitioned: bool,
+    /// Offsets of the first MAX_OFFSETS + 1 tokens (more means "omit").
     offsets: Vec<u64>,
+    last_offset: Option<u64>,
     phase: Phase,
     sleep: Pin<Box<Sleep>>,
     finalized: bool,
@@ -404,6 +406,7 @@ impl SimStream {
             emitted: 0,
             transitioned: false,
             offsets: Vec::with_capacity(total.min(MAX_OFFSETS + 1)),
+            last_offset: None,
             phase: Phase::Open,
             sleep: Box::pin(tokio::time::sleep_until(first)),
             finalized: false,
@@ -424,7 +427,7 @@ impl SimStream {
     fn fill_outcome(&mut self, completed: bool) {
         self.outcome.output_tokens = u64::from(self.emitted);
         self.outcome.ttft_us = self.offsets.first().copied();
-        self.outcome.e2e_us = self.offsets.last().copied();
+        self.outcome.e2e_us = self.last_offset;
         self.outcome.completed = completed;
     }
 
@@ -462,14 +465,14 @@ impl http_body::Body for SimStream {
         let mut buf = BytesMut::new();
         // One clock read per wake-up: chunks that are due together share it.
         let mut now = Instant::now();
+        if this.shared.aborting() && !matches!(this.phase, Phase::Done) {
+            // The simulator is shutting down: end the stream here.
+            this.fill_outcome(false);
+            this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
+            this.phase = Phase::Done;
+            this.finalize();
+        }
         loop {
-            if this.shared.abort.is_cancelled() && !matches!(this.phase, Phase::Done) {
-                // The simulator is shutting down: end the stream here.
-                this.fill_outcome(false);
-                this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
-                this.phase = Phase::Done;
-                this.finalize();
-            }
             match this.phase {
                 Phase::Open => {
                     buf.reserve(this.coalesce_hint.max(this.tpl.open.len()));
@@ -527,7 +530,11 @@ impl http_body::Body for SimStream {
                             }
                             buf.extend_from_slice(&this.tpl.answer_tok);
                         }
-                        this.offsets.push(now.duration_since(this.t0).as_micros() as u64);
+                        let off = now.duration_since(this.t0).as_micros() as u64;
+                        if this.offsets.len() <= MAX_OFFSETS {
+                            this.offsets.push(off);
+                        }
+                        this.last_offset = Some(off);
                         this.emitted += 1;
                         this.sched.advance();
                         continue;
