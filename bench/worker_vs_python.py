@@ -9,8 +9,9 @@ fresh simulator. Every request is a streamed OpenAI chat request of 64
 output tokens. The worker runs on CPU 0 (``taskset -c 0``), the simulator on
 CPU 1, the master unpinned.
 
-Per run: requests completed (master CSV and the simulator's /sim/stats, which
-must agree), req/s, the worker's CPU seconds (/proc/<pid>/stat when the load
+Per run: requests (master CSV and the simulator's /sim/stats, which must
+agree), completed streams (/sim/stats streams_completed, the basis of the
+rates: see run_one on what happens to in-flight requests at the -t limit), req/s, the worker's CPU seconds (/proc/<pid>/stat when the load
 starts; at the end the exact rusage of the reaped process, cross-checked with
 the last /proc sample), CPU µs per request and per output token, and the
 simulator's CPU. Then the ratio tokenswarm / python of requests per worker
@@ -104,9 +105,13 @@ def run_one(kind, sim_name, users, duration, workdir, worker_cpu, sim_cpu, outpu
     master_requests = int(row["Request Count"]) if row else None
     master_failures = int(row["Failure Count"]) if row else None
     worker_cpu_s = worker.rusage_cpu - w0
-    # Completed = succeeded; with -t, tokenswarm cancels what is still in
-    # flight when the master quits and reports it as failed.
-    ok = (master_requests or 0) - (master_failures or 0)
+    # Completed = streams the simulator finished: the work actually done,
+    # whatever the master heard of it. At the -t limit the master sends
+    # `quit`: tokenswarm cancels what is still in flight after 100 ms and
+    # reports it failed; a Python worker lets it finish (--stop-timeout) but
+    # the master stops listening 0.5 s after quit, so those go unreported.
+    ok = stats.get("streams_completed") or 0
+    master_ok = (master_requests or 0) - (master_failures or 0)
     out_tokens = stats.get("output_tokens", 0)
     if kind == "tokenswarm":
         s = (llm.get("scenarios") or {}).get("Chat") or {}
@@ -132,9 +137,10 @@ def run_one(kind, sim_name, users, duration, workdir, worker_cpu, sim_cpu, outpu
         "sim_streams_completed": stats.get("streams_completed"),
         "sim_by_endpoint": stats.get("by_endpoint"),
         "completed": ok,
+        "master_successes": master_ok,
         # Every request the master counts reached the simulator, and every
         # success is a stream the simulator finished.
-        "counts_agree": master_requests == stats.get("requests") and ok == stats.get("streams_completed"),
+        "counts_agree": master_requests == stats.get("requests") and master_ok == ok,
         "worker_counted_requests": worker_counted,
         "worker_counted_output_tokens": worker_out_tokens,
         "sim_output_tokens": out_tokens,
@@ -173,12 +179,12 @@ def fmt(x, nd=0):
 
 def table(runs):
     lines = [
-        "| sim | worker | users | requests (master / sim) | failed (cancelled at quit) / sim unfinished | req/s | worker CPU-s (core busy) | CPU µs/req | CPU µs/token | req per CPU-s | sim core busy | TTFT p50 ms | resp p50/p99 ms | other procs CPU-s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sim | worker | users | requests (master / sim) | master failures / sim unfinished | completed streams (sim) | req/s | worker CPU-s (core busy) | CPU µs/req | CPU µs/token | req per CPU-s | sim core busy | TTFT p50 ms | resp p50/p99 ms | other procs CPU-s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
-            "| %s | %s | %d | %s / %s%s | %s / %s | %s | %s (%s %%) | %s | %s | %s | %s %% | %s | %s / %s | %s |"
+            "| %s | %s | %d | %s / %s%s | %s / %s | %s | %s | %s (%s %%) | %s | %s | %s | %s %% | %s | %s / %s | %s |"
             % (
                 r["sim"],
                 r["worker"],
@@ -188,6 +194,7 @@ def table(runs):
                 "" if r["counts_agree"] else " **MISMATCH**",
                 fmt(r["master_failures"]),
                 fmt((r["sim_requests"] or 0) - (r["sim_streams_completed"] or 0)),
+                fmt(r["completed"]),
                 fmt(r["req_per_s"]),
                 fmt(r["worker_cpu_s"], 2),
                 fmt(100 * r["worker_core_busy"]),
@@ -278,7 +285,7 @@ def main():
     print("\nresults: %s\nlogs: %s" % (os.path.relpath(path, c.ROOT), workdir))
     bad = [r for r in runs + max_runs if not r["counts_agree"]]
     if bad:
-        print("WARNING: master and simulator counts differ in %d run(s)" % len(bad))
+        print("WARNING: master and simulator counts differ in %d run(s): %s" % (len(bad), ", ".join("%s/%s/u%d" % (r["sim"], r["worker"], r["users"]) for r in bad)))
 
 
 if __name__ == "__main__":

@@ -47,11 +47,17 @@ pub enum EngineEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("scenario {scenario:?}: {source}")]
+    /// The error names the scenario itself.
+    #[error("{source}")]
     Scenario {
         scenario: String,
         source: crate::llm::LlmError,
     },
+    #[error(
+        "the master sent no target host: start it with --host http://SERVER:PORT (or fill in Host in the web UI), \
+         or give scenario {scenario:?} an absolute endpoint URL"
+    )]
+    NoHost { scenario: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(crate::llm::LlmError),
 }
@@ -181,6 +187,12 @@ impl Engine {
             .scenarios
             .iter()
             .map(|s| {
+                let absolute = s.endpoint.as_deref().is_some_and(|e| e.contains("://"));
+                if ctx.host.trim().is_empty() && !absolute {
+                    return Err(EngineError::NoHost {
+                        scenario: s.name.clone(),
+                    });
+                }
                 PreparedScenario::new(s, &ctx.host).map_err(|source| EngineError::Scenario {
                     scenario: s.name.clone(),
                     source,

@@ -180,9 +180,22 @@ fn web_ui_runs_count_exactly_what_the_simulator_served_and_time_it_right() {
         let served = u(&sim["requests"]);
         assert!(served > 20, "run {run}: too few requests to prove anything: {sim}");
         assert_eq!(u(&agg["num_requests"]), served, "run {run}: {sim}\n{}", c.logs());
-        assert_eq!(u(&agg["num_failures"]), 0, "run {run}: stop_timeout lets every stream finish");
-        let names: Vec<&str> = stats["stats"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["ChatShort", "Msgs", "Aggregated"], "no extra rows inflate the table");
+        assert_eq!(
+            u(&agg["num_failures"]),
+            0,
+            "run {run}: stop_timeout lets every stream finish"
+        );
+        let names: Vec<&str> = stats["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["ChatShort", "Msgs", "Aggregated"],
+            "no extra rows inflate the table"
+        );
 
         let llm = c.llm_json();
         let total = &llm["total"];
@@ -190,10 +203,17 @@ fn web_ui_runs_count_exactly_what_the_simulator_served_and_time_it_right() {
         assert_eq!(u(&total["output_tokens"]), u(&sim["output_tokens"]), "{llm}");
         assert_eq!(u(&total["input_tokens"]), u(&sim["prompt_tokens"]), "{llm}");
         assert_eq!(u(&total["cached_tokens"]), u(&sim["cached_tokens"]), "{llm}");
-        assert!(u(&total["cached_tokens"]) > 0, "shared prefixes hit the simulator's cache");
+        assert!(
+            u(&total["cached_tokens"]) > 0,
+            "shared prefixes hit the simulator's cache"
+        );
 
         // Timings: the simulator's own measurements of the same requests.
-        let log: Vec<Value> = c.sim_log().into_iter().filter(|l| l["arrival_unix_s"].as_f64().is_some()).collect();
+        let log: Vec<Value> = c
+            .sim_log()
+            .into_iter()
+            .filter(|l| l["arrival_unix_s"].as_f64().is_some())
+            .collect();
         let this_run: Vec<&Value> = log.iter().rev().take(served as usize).collect();
         let sim_ttft_ms = mean(this_run.iter().map(|l| f(&l["ttft_us"]) / 1e3));
         let sim_tpot_ms = mean(
@@ -213,8 +233,17 @@ fn web_ui_runs_count_exactly_what_the_simulator_served_and_time_it_right() {
         );
         // The LLM rows ride along with Locust's own stats poll.
         let extended = stats["extended_stats"].as_array().expect("extended_stats");
-        let llm_rows = extended.iter().find(|e| e["key"] == "llm").expect("LLM rows in the stats poll");
-        assert!(llm_rows["data"].as_array().unwrap().iter().any(|r| r["metric"] == "TTFT"));
+        let llm_rows = extended
+            .iter()
+            .find(|e| e["key"] == "llm")
+            .expect("LLM rows in the stats poll");
+        assert!(
+            llm_rows["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["metric"] == "TTFT")
+        );
     }
 }
 
@@ -232,13 +261,42 @@ fn each_failure_kind_is_counted_once_on_the_master() {
     let mut c = start(Setup {
         name: "cluster-faults",
         sim_args: &[
-            "--ttft-ms", "2", "--tpot-ms", "2", "--seed", "3", "--fault-429", "0.08", "--fault-500", "0.08",
-            "--fault-503", "0.08", "--fault-error-event", "0.08", "--fault-truncate", "0.08", "--fault-stall",
-            "0.04", "--fault-empty", "0.08", "--stall-s", "5",
+            "--ttft-ms",
+            "2",
+            "--tpot-ms",
+            "2",
+            "--seed",
+            "3",
+            "--fault-429",
+            "0.08",
+            "--fault-500",
+            "0.08",
+            "--fault-503",
+            "0.08",
+            "--fault-error-event",
+            "0.08",
+            "--fault-truncate",
+            "0.08",
+            "--fault-stall",
+            "0.04",
+            "--fault-empty",
+            "0.08",
+            "--stall-s",
+            "5",
         ],
         scenarios_yaml: &yaml,
         master_args: &[
-            "--headless", "-u", "6", "-r", "6", "-t", "8s", "--llm-no-warmup", "--llm-error-limit", "0", "--csv",
+            "--headless",
+            "-u",
+            "6",
+            "-r",
+            "6",
+            "-t",
+            "8s",
+            "--llm-no-warmup",
+            "--llm-error-limit",
+            "0",
+            "--csv",
             "out",
         ],
         workers: 2,
@@ -253,7 +311,10 @@ fn each_failure_kind_is_counted_once_on_the_master() {
     let sim = sim_stats(c.sim_port);
     let faults = &sim["faults"];
     let llm_rows = read_csv(&c.dir.join("out_llm.csv"));
-    let total = llm_rows.iter().find(|r| r["Scenario"] == "Aggregated").expect("Aggregated LLM row");
+    let total = llm_rows
+        .iter()
+        .find(|r| r["Scenario"] == "Aggregated")
+        .expect("Aggregated LLM row");
     let kinds: BTreeMap<&str, u64> = total["failure_kinds"]
         .split(';')
         .filter(|s| !s.is_empty())
@@ -272,7 +333,11 @@ fn each_failure_kind_is_counted_once_on_the_master() {
         ("empty", "empty_answer"),
     ] {
         assert!(sim_count(sim_kind) > 0, "{sim_kind} never injected: {sim}");
-        assert_eq!(kinds.get(worker_kind).copied().unwrap_or(0), sim_count(sim_kind), "{worker_kind}: {kinds:?} vs {sim}");
+        assert_eq!(
+            kinds.get(worker_kind).copied().unwrap_or(0),
+            sim_count(sim_kind),
+            "{worker_kind}: {kinds:?} vs {sim}"
+        );
     }
     // A stalled stream outlives the 1.5 s total timeout; the worker hangs up.
     assert!(kinds.get("timeout").copied().unwrap_or(0) > 0, "{kinds:?}");
@@ -280,14 +345,25 @@ fn each_failure_kind_is_counted_once_on_the_master() {
     let stats = read_csv(&c.dir.join("out_stats.csv"));
     let agg = stats.iter().find(|r| r["Name"] == "Aggregated").unwrap();
     let failures: u64 = agg["Failure Count"].parse().unwrap();
-    assert_eq!(u(&sim["requests"]), agg["Request Count"].parse::<u64>().unwrap(), "{sim}");
+    assert_eq!(
+        u(&sim["requests"]),
+        agg["Request Count"].parse::<u64>().unwrap(),
+        "{sim}"
+    );
     assert_eq!(failures, kinds.values().sum::<u64>(), "{kinds:?}");
     let fail_rows = read_csv(&c.dir.join("out_failures.csv"));
     let occurrences: u64 = fail_rows.iter().map(|r| r["Occurrences"].parse::<u64>().unwrap()).sum();
     assert_eq!(occurrences, failures);
-    let messages = fail_rows.iter().map(|r| r["Error"].clone()).collect::<Vec<_>>().join("\n");
+    let messages = fail_rows
+        .iter()
+        .map(|r| r["Error"].clone())
+        .collect::<Vec<_>>()
+        .join("\n");
     for needle in ["HTTP 429", "HTTP 500", "HTTP 503", "error event", "timeout"] {
-        assert!(messages.contains(needle), "{needle} missing from _failures.csv:\n{messages}");
+        assert!(
+            messages.contains(needle),
+            "{needle} missing from _failures.csv:\n{messages}"
+        );
     }
 }
 
@@ -330,7 +406,11 @@ fn ramp_up_is_smooth_and_ramp_down_cuts_no_stream() {
         (arrivals.len() >= 24).then_some(())
     });
     let sim = sim_stats(c.sim_port);
-    assert_eq!(sim["faults"].get("client_disconnect"), None, "a stream was cut at ramp-down: {sim}");
+    assert_eq!(
+        sim["faults"].get("client_disconnect"),
+        None,
+        "a stream was cut at ramp-down: {sim}"
+    );
 
     arrivals.sort_by(f64::total_cmp);
     let t0 = arrivals[0];
@@ -381,9 +461,8 @@ fn open_loop_phases_hold_the_cluster_rate() {
     arrivals.sort_by(f64::total_cmp);
     assert!(arrivals.len() > 1000, "{}", c.logs());
     let t0 = arrivals[0];
-    let rate = |from: f64, to: f64| {
-        arrivals.iter().filter(|&&t| t >= t0 + from && t < t0 + to).count() as f64 / (to - from)
-    };
+    let rate =
+        |from: f64, to: f64| arrivals.iter().filter(|&&t| t >= t0 + from && t < t0 + to).count() as f64 / (to - from);
     let (r1, r2) = (rate(3.0, 27.0), rate(33.0, 57.0));
     assert!((r1 / 200.0 - 1.0).abs() < 0.02, "phase 1: {r1:.1} req/s, want 200");
     assert!((r2 / 400.0 - 1.0).abs() < 0.02, "phase 2: {r2:.1} req/s, want 400");
@@ -429,7 +508,10 @@ fn failed_warm_up_stops_the_run_before_any_load() {
     assert!(c.master.output().contains("warm-up"), "{}", c.logs());
     let stats = read_csv(&c.dir.join("out_stats.csv"));
     let agg = stats.iter().find(|r| r["Name"] == "Aggregated").unwrap();
-    assert_eq!(agg["Request Count"], "4", "2 workers x 2 scenarios warm-up requests only");
+    assert_eq!(
+        agg["Request Count"], "4",
+        "2 workers x 2 scenarios warm-up requests only"
+    );
     assert_eq!(agg["Failure Count"], "4");
 }
 
@@ -443,11 +525,32 @@ fn api_key_never_leaves_the_worker() {
     let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 4, api_key_env: TS_TEST_API_KEY}\n  - {name: Claude, provider: anthropic, model: m, prompt_length: 16, output_length: 4, api_key_env: TS_TEST_API_KEY}\n";
     let mut c = start(Setup {
         name: "cluster-secret",
-        sim_args: &["--ttft-ms", "2", "--tpot-ms", "1", "--fault-500", "0.3", "--fault-429", "0.2"],
+        sim_args: &[
+            "--ttft-ms",
+            "2",
+            "--tpot-ms",
+            "1",
+            "--fault-500",
+            "0.3",
+            "--fault-429",
+            "0.2",
+        ],
         scenarios_yaml: yaml,
         master_args: &[
-            "--headless", "-u", "4", "-r", "4", "-t", "4s", "--llm-no-warmup", "--llm-error-limit", "0", "--csv",
-            "out", "--html", "report.html",
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "4s",
+            "--llm-no-warmup",
+            "--llm-error-limit",
+            "0",
+            "--csv",
+            "out",
+            "--html",
+            "report.html",
         ],
         workers: 2,
         worker_env: &[("TS_TEST_API_KEY", KEY), ("TOKENSWARM_LOG", "trace")],
@@ -468,7 +571,10 @@ fn api_key_never_leaves_the_worker() {
         assert!(!text.contains(KEY), "the API key leaked into {}", path.display());
         checked += 1;
     }
-    assert!(checked >= 6, "master log, 2 worker logs, sim log, CSVs, HTML: {checked} files");
+    assert!(
+        checked >= 6,
+        "master log, 2 worker logs, sim log, CSVs, HTML: {checked} files"
+    );
     assert!(file_exists(&c.dir, "out_failures.csv") && file_exists(&c.dir, "report.html"));
 }
 
@@ -476,7 +582,9 @@ fn file_exists(dir: &Path, name: &str) -> bool {
     dir.join(name).exists()
 }
 
-/// Proves: a headless run that ends (`-t`) while streams are in flight
+/// Proves: a headless `--expect-workers 2 --csv` run, ramped in several
+/// spawn steps (12 users at 4/s) and shared by the two workers, that ends
+/// (`-t`) while streams are in flight
 /// counts every request the simulator saw, the cut ones included, exactly
 /// once: Locust's count equals the simulator's, its failures are exactly the
 /// streams the simulator saw disconnect, all of kind `cancelled`, and the
@@ -488,7 +596,19 @@ fn headless_end_counts_the_streams_it_cuts_and_exits_zero() {
         name: "cluster-end",
         sim_args: &["--ttft-ms", "5", "--tpot-ms", "5"],
         scenarios_yaml: yaml,
-        master_args: &["--headless", "-u", "12", "-r", "12", "-t", "5s", "--csv", "out"],
+        master_args: &[
+            "--headless",
+            "-u",
+            "12",
+            "-r",
+            "4",
+            "-t",
+            "6s",
+            "--csv",
+            "out",
+            "--expect-workers-max-wait",
+            "30",
+        ],
         workers: 2,
         worker_env: &[],
         host: None,
@@ -496,12 +616,23 @@ fn headless_end_counts_the_streams_it_cuts_and_exits_zero() {
     let code = c.wait_master(Duration::from_secs(60));
     for w in &mut c.workers {
         assert_eq!(w.wait(Duration::from_secs(10)), Some(0));
+        // The ramp reached each worker as several absolute targets, and the
+        // two workers shared the 12 users (6 each at the end).
+        let out = w.output();
+        assert!(out.matches("spawn step").count() >= 2, "{}", tail(&out, 30));
+        let last = out.lines().filter(|l| l.contains("spawn step")).last().unwrap();
+        assert!(last.contains("users=6"), "{last}");
     }
     std::thread::sleep(Duration::from_millis(300));
     let sim = sim_stats(c.sim_port);
     let stats = read_csv(&c.dir.join("out_stats.csv"));
     let agg = stats.iter().find(|r| r["Name"] == "Aggregated").unwrap();
-    assert_eq!(agg["Request Count"].parse::<u64>().unwrap(), u(&sim["requests"]), "{sim}\n{}", c.logs());
+    assert_eq!(
+        agg["Request Count"].parse::<u64>().unwrap(),
+        u(&sim["requests"]),
+        "{sim}\n{}",
+        c.logs()
+    );
     let cut = sim["faults"]["client_disconnect"].as_u64().unwrap_or(0);
     assert!(cut > 0, "the run must end mid-stream to prove anything: {sim}");
     assert_eq!(agg["Failure Count"].parse::<u64>().unwrap(), cut);
@@ -519,7 +650,17 @@ fn output_token_budget_stops_the_run() {
         name: "cluster-budget",
         sim_args: &["--ttft-ms", "2", "--tpot-ms", "1"],
         scenarios_yaml: yaml,
-        master_args: &["--headless", "-u", "4", "-r", "4", "-t", "120s", "--llm-output-token-budget", "2000"],
+        master_args: &[
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "120s",
+            "--llm-output-token-budget",
+            "2000",
+        ],
         workers: 2,
         worker_env: &[],
         host: None,
@@ -561,5 +702,10 @@ fn sigterm_flushes_the_workers_stats_before_it_leaves() {
     std::thread::sleep(Duration::from_millis(500));
     let sim = sim_stats(c.sim_port);
     let stats = c.requests_json();
-    assert_eq!(u(&aggregated(&stats)["num_requests"]), u(&sim["requests"]), "{sim}\n{}", c.logs());
+    assert_eq!(
+        u(&aggregated(&stats)["num_requests"]),
+        u(&sim["requests"]),
+        "{sim}\n{}",
+        c.logs()
+    );
 }

@@ -16,10 +16,24 @@ fn headless_demo_prints_both_summaries_and_cleans_up() {
         .env("TOKENSWARM_VENV", common::venv())
         .output()
         .expect("run scripts/demo");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(0), "{}", common::tail(&text, 80));
-    for needle in ["Aggregated", "LLM metrics", "TTFT", "simulator ground truth", "\"requests\""] {
-        assert!(text.contains(needle), "{needle:?} missing from the demo output:\n{}", common::tail(&text, 80));
+    for needle in [
+        "Aggregated",
+        "LLM metrics",
+        "TTFT",
+        "simulator ground truth",
+        "\"requests\"",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from the demo output:\n{}",
+            common::tail(&text, 80)
+        );
     }
     let logs = text
         .lines()
@@ -30,7 +44,9 @@ fn headless_demo_prints_both_summaries_and_cleans_up() {
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(
-        !ps.lines().any(|l| l.contains(&logs) || (l.contains("tokenswarm") && l.contains("--master-port") && l.contains(&logs))),
+        !ps.lines().any(
+            |l| l.contains(&logs) || (l.contains("tokenswarm") && l.contains("--master-port") && l.contains(&logs))
+        ),
         "processes left behind:\n{ps}"
     );
 }

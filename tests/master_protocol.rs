@@ -36,17 +36,34 @@ fn worker_reconnects_after_the_master_is_killed_and_restarted() {
     master.child.kill().unwrap();
     master.child.wait().unwrap();
     let master2 = start_master(&dir, "master2", &lf, mport, wport, &[], &[]);
-    wait_for("registration with the restarted master", Duration::from_secs(40), || {
-        (count_in_log(&master2, "reported as ready") >= 1).then_some(())
-    });
-    assert!(worker.output().contains("lost the master"), "{}", tail(&worker.output(), 30));
-    let (status, body) =
-        http::post_form(wport, "/swarm", "user_count=2&spawn_rate=10&host=http%3A%2F%2F127.0.0.1%3A9").unwrap();
+    wait_for(
+        "registration with the restarted master",
+        Duration::from_secs(40),
+        || (count_in_log(&master2, "reported as ready") >= 1).then_some(()),
+    );
+    assert!(
+        worker.output().contains("lost the master"),
+        "{}",
+        tail(&worker.output(), 30)
+    );
+    let (status, body) = http::post_form(
+        wport,
+        "/swarm",
+        "user_count=2&spawn_rate=10&host=http%3A%2F%2F127.0.0.1%3A9",
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
-    wait_for("2 users on the new master", Duration::from_secs(20), || (user_count(wport) == Some(2)).then_some(()));
+    wait_for("2 users on the new master", Duration::from_secs(20), || {
+        (user_count(wport) == Some(2)).then_some(())
+    });
     // SIGTERM: the master quits its workers; ours must leave with code 0.
     master2.signal("TERM");
-    assert_eq!(worker.wait(Duration::from_secs(20)), Some(0), "{}", tail(&worker.output(), 30));
+    assert_eq!(
+        worker.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        tail(&worker.output(), 30)
+    );
 }
 
 #[test]
@@ -62,12 +79,29 @@ fn unknown_user_class_is_reported_to_the_master_and_the_worker_stays_up() {
         &lf,
         mport,
         wport,
-        &["--headless", "--expect-workers", "1", "-u", "4", "-r", "4", "-t", "5s", "--csv", "run"],
+        &[
+            "--headless",
+            "--expect-workers",
+            "1",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "5s",
+            "--csv",
+            "run",
+        ],
         &[("TS_WITH_MYSTERY", "1")],
     );
     let mut worker = start_worker(&dir, "worker", mport, &[], &[]);
     let code = master.wait(Duration::from_secs(60));
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0), "{}", tail(&worker.output(), 30));
+    assert_eq!(
+        worker.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        tail(&worker.output(), 30)
+    );
     let exceptions = std::fs::read_to_string(dir.join("run_exceptions.csv")).unwrap();
     assert!(
         exceptions.contains("unknown user class") && exceptions.contains("Mystery") && exceptions.contains("ChatShort"),
@@ -79,8 +113,19 @@ fn unknown_user_class_is_reported_to_the_master_and_the_worker_stays_up() {
 }
 
 fn run_worker(args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(common::bin()).args(args).env("NO_COLOR", "1").output().unwrap();
-    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -88,7 +133,10 @@ fn unreachable_master_gives_up_with_exit_code_3_and_says_where_it_looked() {
     let port = free_port().to_string();
     let (code, out) = run_worker(&["worker", "--master-port", &port, "--master-timeout", "2"]);
     assert_eq!(code, Some(3), "{out}");
-    assert!(out.contains(&format!("127.0.0.1:{port}")) && out.contains("--master-timeout"), "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")) && out.contains("--master-timeout"),
+        "{out}"
+    );
     assert!(!out.contains("panicked"), "{out}");
 }
 

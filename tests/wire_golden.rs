@@ -16,7 +16,9 @@ use tokenswarm::outcome::{Failure, FailureKind, Outcome, Usage};
 use tokenswarm::scenario::{Arrival, LoadMode, Provider, Slo, TestConfig, Wait};
 
 fn golden(name: &str) -> MasterMsg {
-    let path = common::root().join("tests/fixtures/wire").join(format!("{name}.msgpack"));
+    let path = common::root()
+        .join("tests/fixtures/wire")
+        .join(format!("{name}.msgpack"));
     let bytes = std::fs::read(&path).unwrap();
     wire::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -28,7 +30,10 @@ fn python_frames_decode_to_the_messages_they_mean() {
     assert_eq!(golden("quit"), MasterMsg::Quit);
     assert_eq!(golden("reconnect"), MasterMsg::Reconnect);
     assert_eq!(golden("heartbeat"), MasterMsg::Heartbeat);
-    assert_eq!(golden("spawning_complete"), MasterMsg::SpawningComplete { user_count: Some(9) });
+    assert_eq!(
+        golden("spawning_complete"),
+        MasterMsg::SpawningComplete { user_count: Some(9) }
+    );
     match golden("custom") {
         MasterMsg::Custom { kind, data } => {
             assert_eq!(kind, "llm_note");
@@ -42,9 +47,14 @@ fn python_frames_decode_to_the_messages_they_mean() {
 
 #[test]
 fn python_spawn_with_real_parsed_options_carries_the_test_definition() {
-    let MasterMsg::Spawn(spawn) = golden("spawn") else { panic!("not a spawn") };
+    let MasterMsg::Spawn(spawn) = golden("spawn") else {
+        panic!("not a spawn")
+    };
     assert_eq!(spawn.timestamp, 1763900000.25);
-    assert_eq!(spawn.user_classes_count, BTreeMap::from([("ChatShort".into(), 7), ("Msgs".into(), 2)]));
+    assert_eq!(
+        spawn.user_classes_count,
+        BTreeMap::from([("ChatShort".into(), 7), ("Msgs".into(), 2)])
+    );
     assert_eq!(spawn.host.as_deref(), Some("http://127.0.0.1:8000"));
     assert_eq!(spawn.stop_timeout, Some(2.5));
     assert_eq!(spawn.cluster_users, Some(20));
@@ -55,8 +65,18 @@ fn python_spawn_with_real_parsed_options_carries_the_test_definition() {
     assert_eq!(cfg.scenarios[0].wait, Wait::Between { min_s: 0.5, max_s: 1.5 });
     assert_eq!(cfg.scenarios[0].extra_body["ignore_eos"], serde_json::json!(true));
     assert_eq!(cfg.scenarios[1].api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
-    assert_eq!((cfg.load.mode, cfg.load.arrival, cfg.load.burstiness), (LoadMode::Open, Arrival::Gamma, 0.5));
-    assert_eq!(cfg.slo, Slo { ttft_ms: Some(500.0), tpot_ms: None, e2e_ms: None });
+    assert_eq!(
+        (cfg.load.mode, cfg.load.arrival, cfg.load.burstiness),
+        (LoadMode::Open, Arrival::Gamma, 0.5)
+    );
+    assert_eq!(
+        cfg.slo,
+        Slo {
+            ttft_ms: Some(500.0),
+            tpot_ms: None,
+            e2e_ms: None
+        }
+    );
 }
 
 fn stats_frame() -> WorkerMsg {
@@ -70,13 +90,20 @@ fn stats_frame() -> WorkerMsg {
         ttft: Some(Duration::from_millis(5)),
         e2e: Some(Duration::from_millis(9)),
         output_chunks: 4,
-        usage: Usage { input_tokens: Some(10), output_tokens: Some(4), ..Usage::default() },
+        usage: Usage {
+            input_tokens: Some(10),
+            output_tokens: Some(4),
+            ..Usage::default()
+        },
         ..Outcome::default()
     };
     rec.record(0, &ok(12.5), None);
     rec.record(0, &ok(20.0), None);
     let failed = Outcome {
-        failure: Some(Failure { kind: FailureKind::HttpStatus(500), message: "HTTP 500: boom".into() }),
+        failure: Some(Failure {
+            kind: FailureKind::HttpStatus(500),
+            message: "HTTP 500: boom".into(),
+        }),
         ..ok(40.0)
     };
     rec.record(0, &failed, None);
@@ -96,7 +123,14 @@ fn rust_frames_decode_in_locusts_python_and_merge_in_its_stats() {
     let dir = common::test_dir("wire-golden");
     let frames = [
         ("client_ready", WorkerMsg::ClientReady),
-        ("heartbeat", WorkerMsg::Heartbeat { state: WorkerState::Running, cpu_percent: 12.5, memory_bytes: 1 << 20 }),
+        (
+            "heartbeat",
+            WorkerMsg::Heartbeat {
+                state: WorkerState::Running,
+                cpu_percent: 12.5,
+                memory_bytes: 1 << 20,
+            },
+        ),
         (
             "spawning_complete",
             WorkerMsg::SpawningComplete {
@@ -107,7 +141,13 @@ fn rust_frames_decode_in_locusts_python_and_merge_in_its_stats() {
         ("spawning", WorkerMsg::Spawning),
         ("client_stopped", WorkerMsg::ClientStopped),
         ("quit", WorkerMsg::Quit),
-        ("exception", WorkerMsg::Exception { msg: "unknown user class 'X'".into(), traceback: String::new() }),
+        (
+            "exception",
+            WorkerMsg::Exception {
+                msg: "unknown user class 'X'".into(),
+                traceback: String::new(),
+            },
+        ),
         (
             "custom",
             WorkerMsg::Custom {

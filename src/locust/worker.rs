@@ -305,7 +305,11 @@ impl Worker {
         };
         let user_classes_count = self.user_counts();
         let user_count = user_classes_count.values().sum();
-        debug!(requests = window.total.num_requests, failures = window.total.num_failures, "stats window");
+        debug!(
+            requests = window.total.num_requests,
+            failures = window.total.num_failures,
+            "stats window"
+        );
         WorkerMsg::Stats(Box::new(StatsPayload {
             stats: window.entries,
             stats_total: window.total,
@@ -395,6 +399,8 @@ impl Worker {
             return Ok(());
         }
         self.last_spawn_timestamp = spawn.timestamp;
+        let users: u32 = spawn.user_classes_count.values().sum();
+        info!(users, targets = ?spawn.user_classes_count, "spawn step");
         self.stop_timeout = Duration::from_secs_f64(spawn.stop_timeout.unwrap_or(0.0).clamp(0.0, 86_400.0));
         if self.engine.is_none() {
             let config = match spawn.config {
@@ -432,7 +438,13 @@ impl Worker {
                     self.recorder = Some(engine.recorder());
                     self.engine = Some(engine);
                 }
-                Err(e) => return self.report_exception(conn, e.to_string()).await,
+                Err(e) => {
+                    // Nothing can run: say why (exception table) and stop
+                    // the run (the master shows the abort reason).
+                    let reason = format!("this worker cannot start the run: {e}");
+                    self.report_exception(conn, reason.clone()).await?;
+                    return self.forward_event(conn, EngineEvent::Abort { reason }).await;
+                }
             }
         }
         let cluster_users = spawn.cluster_users.unwrap_or(0);

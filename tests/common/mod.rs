@@ -21,7 +21,9 @@ pub fn bin() -> PathBuf {
 
 /// The project venv (`scripts/setup` makes it); `TOKENSWARM_VENV` overrides.
 pub fn venv() -> PathBuf {
-    let v = std::env::var_os("TOKENSWARM_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv"));
+    let v = std::env::var_os("TOKENSWARM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
     assert!(
         v.join("bin/locust").exists(),
         "no Locust in {}: run scripts/setup first (it creates the venv with the pinned Locust)",
@@ -60,7 +62,11 @@ impl Proc {
             .stderr(f)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, log, name: name.to_string() }
+        Proc {
+            child,
+            log,
+            name: name.to_string(),
+        }
     }
 
     pub fn output(&self) -> String {
@@ -77,14 +83,21 @@ impl Proc {
             if start.elapsed() > limit {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("{} did not exit within {limit:?}; log:\n{}", self.name, tail(&self.output(), 60));
+                panic!(
+                    "{} did not exit within {limit:?}; log:\n{}",
+                    self.name,
+                    tail(&self.output(), 60)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 
@@ -115,7 +128,9 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 
 /// A fresh directory for one test's logs and files, under target/.
 pub fn test_dir(name: &str) -> PathBuf {
-    let d = root().join("target/test-runs").join(format!("{name}-{}", std::process::id()));
+    let d = root()
+        .join("target/test-runs")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -150,7 +165,10 @@ pub fn start_master(
 /// Starts a tokenswarm worker pointed at the master on `master_port`.
 pub fn start_worker(dir: &Path, name: &str, master_port: u16, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bin());
-    cmd.current_dir(dir).args(["worker", "--master-port"]).arg(master_port.to_string()).args(args);
+    cmd.current_dir(dir)
+        .args(["worker", "--master-port"])
+        .arg(master_port.to_string())
+        .args(args);
     cmd.env("TOKENSWARM_LOG", "info,tokenswarm=debug").env("NO_COLOR", "1");
     for (k, v) in env {
         cmd.env(k, v);
