@@ -709,3 +709,30 @@ fn sigterm_flushes_the_workers_stats_before_it_leaves() {
         c.logs()
     );
 }
+
+/// Proves: when the server answers with fewer output tokens than the
+/// scenario asks for (more than 10 % off), the master shows one warning per
+/// scenario (not one per request) and the results count the divergent
+/// requests.
+#[test]
+fn output_divergence_is_warned_once_and_counted() {
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 40}\n";
+    let mut c = start(Setup {
+        name: "cluster-divergence",
+        sim_args: &["--ttft-ms", "2", "--tpot-ms", "1", "--natural-output", "10"],
+        scenarios_yaml: yaml,
+        master_args: &["--headless", "-u", "2", "-r", "2", "-t", "4s", "--csv", "out"],
+        workers: 2,
+        worker_env: &[],
+        host: None,
+    });
+    c.wait_master(Duration::from_secs(60));
+    let out = c.master.output();
+    let warnings = out.lines().filter(|l| l.contains("tokenswarm warning") && l.contains("[Chat]")).count();
+    assert!((1..=2).contains(&warnings), "one warning per worker at most, deduplicated by text: {warnings}\n{out}");
+    let rows = read_csv(&c.dir.join("out_llm.csv"));
+    let chat = rows.iter().find(|r| r["Scenario"] == "Chat").unwrap();
+    let requests: u64 = chat["requests"].parse().unwrap();
+    assert!(requests > 10);
+    assert_eq!(chat["output_divergent"].parse::<u64>().unwrap(), requests, "{chat:?}");
+}
