@@ -13,6 +13,8 @@
 //! - [`load`]: users and arrival schedules: ramps, wait times, open-loop rates.
 //! - [`metrics`]: aggregation of outcomes into Locust entries and LLM histograms.
 //! - [`locust`]: the Locust worker protocol; `locust::wire` alone sees msgpack.
+//! - [`engine`]: one test run on a worker: wires load, LLM client and metrics.
+//! - [`shutdown`]: SIGINT/SIGTERM for every subcommand.
 //! - [`sim`]: the built-in OpenAI/Anthropic-compatible server simulator.
 
 pub mod engine;
@@ -22,4 +24,5 @@ pub mod locust;
 pub mod metrics;
 pub mod outcome;
 pub mod scenario;
+pub mod shutdown;
 pub mod sim;

@@ -58,27 +58,6 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("tokenswarm panicked (a bug; please report it): {info}");
@@ -107,7 +86,7 @@ fn main() -> ExitCode {
                     master_timeout: Duration::from_secs_f64(args.master_timeout),
                     node_id: args.node_id,
                 };
-                tokenswarm::locust::run(opts, shutdown_signal())
+                tokenswarm::locust::run(opts, tokenswarm::shutdown::signal())
                     .await
                     .map_err(anyhow::Error::from)
             }

@@ -358,30 +358,30 @@ impl TestConfig {
             if s.output_length == 0 {
                 return Err(err(&at, "output_length", 0, "use a positive token count"));
             }
-            if let Some(endpoint) = &s.endpoint {
-                if !(endpoint.starts_with('/') || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(err(
-                        &at,
-                        "endpoint",
-                        format!("{endpoint:?}"),
-                        "use a path starting with / or a full http(s) URL",
-                    ));
-                }
+            if let Some(endpoint) = &s.endpoint
+                && !(endpoint.starts_with('/') || endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(err(
+                    &at,
+                    "endpoint",
+                    format!("{endpoint:?}"),
+                    "use a path starting with / or a full http(s) URL",
+                ));
             }
-            if let Some(var) = &s.api_key_env {
-                if var.is_empty() || var.contains('=') {
-                    return Err(err(
-                        &at,
-                        "api_key_env",
-                        format!("{var:?}"),
-                        "name an environment variable, e.g. OPENAI_API_KEY",
-                    ));
-                }
+            if let Some(var) = &s.api_key_env
+                && (var.is_empty() || var.contains('='))
+            {
+                return Err(err(
+                    &at,
+                    "api_key_env",
+                    format!("{var:?}"),
+                    "name an environment variable, e.g. OPENAI_API_KEY",
+                ));
             }
-            if let Some(t) = s.temperature {
-                if !(0.0..=2.0).contains(&t) {
-                    return Err(err(&at, "temperature", t, "use a value between 0 and 2"));
-                }
+            if let Some(t) = s.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                return Err(err(&at, "temperature", t, "use a value between 0 and 2"));
             }
             match s.wait {
                 Wait::None => {}
@@ -444,15 +444,15 @@ impl TestConfig {
             ("tpot_ms", self.slo.tpot_ms),
             ("e2e_ms", self.slo.e2e_ms),
         ] {
-            if let Some(v) = v {
-                if !positive_finite(v) {
-                    return Err(err(
-                        "slo",
-                        field,
-                        v,
-                        "use a positive number of milliseconds, or leave it out",
-                    ));
-                }
+            if let Some(v) = v
+                && !positive_finite(v)
+            {
+                return Err(err(
+                    "slo",
+                    field,
+                    v,
+                    "use a positive number of milliseconds, or leave it out",
+                ));
             }
         }
         let sf = &self.safety;

@@ -620,7 +620,7 @@ fn headless_end_counts_the_streams_it_cuts_and_exits_zero() {
         // two workers shared the 12 users (6 each at the end).
         let out = w.output();
         assert!(out.matches("spawn step").count() >= 2, "{}", tail(&out, 30));
-        let last = out.lines().filter(|l| l.contains("spawn step")).last().unwrap();
+        let last = out.lines().rfind(|l| l.contains("spawn step")).unwrap();
         assert!(last.contains("users=6"), "{last}");
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -728,8 +728,14 @@ fn output_divergence_is_warned_once_and_counted() {
     });
     c.wait_master(Duration::from_secs(60));
     let out = c.master.output();
-    let warnings = out.lines().filter(|l| l.contains("tokenswarm warning") && l.contains("[Chat]")).count();
-    assert!((1..=2).contains(&warnings), "one warning per worker at most, deduplicated by text: {warnings}\n{out}");
+    let warnings = out
+        .lines()
+        .filter(|l| l.contains("tokenswarm warning") && l.contains("[Chat]"))
+        .count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "one warning per worker at most, deduplicated by text: {warnings}\n{out}"
+    );
     let rows = read_csv(&c.dir.join("out_llm.csv"));
     let chat = rows.iter().find(|r| r["Scenario"] == "Chat").unwrap();
     let requests: u64 = chat["requests"].parse().unwrap();

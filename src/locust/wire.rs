@@ -274,11 +274,11 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
     // `cluster_users` rides along in the config map but is not part of the
     // test definition; take it out before the strict schema sees it.
     let mut cluster_users = None;
-    if let Some(Value::Map(entries)) = config_value.as_mut() {
-        if let Some(pos) = entries.iter().position(|(k, _)| k.as_str() == Some("cluster_users")) {
-            let (_, v) = entries.remove(pos);
-            cluster_users = v.as_u64().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-        }
+    if let Some(Value::Map(entries)) = config_value.as_mut()
+        && let Some(pos) = entries.iter().position(|(k, _)| k.as_str() == Some("cluster_users"))
+    {
+        let (_, v) = entries.remove(pos);
+        cluster_users = v.as_u64().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     }
     let config = config_value.map(|v| {
         // Through JSON: rmpv's deserializer cannot read enums written as strings.

@@ -221,6 +221,15 @@ fn meets(slo: &Slo, o: &Outcome, tpot: Option<Duration>) -> bool {
         && slo.e2e_ms.is_none_or(|limit| o.e2e.is_some() && ms(o.e2e) <= limit)
 }
 
+impl ScenarioLlm {
+    pub fn target_prompt(&self) -> u64 {
+        self.counts.target_prompt_tokens
+    }
+    pub fn target_output(&self) -> u64 {
+        self.counts.target_output_tokens
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,14 +308,5 @@ mod tests {
         );
         let r = s.take().unwrap();
         assert_eq!((r.prompt_divergent, r.output_divergent), (0, 1));
-    }
-}
-
-impl ScenarioLlm {
-    pub fn target_prompt(&self) -> u64 {
-        self.counts.target_prompt_tokens
-    }
-    pub fn target_output(&self) -> u64 {
-        self.counts.target_output_tokens
     }
 }

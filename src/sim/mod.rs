@@ -446,32 +446,12 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
     let shutdown = CancellationToken::new();
     let sig = shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        crate::shutdown::signal().await;
         tracing::info!("shutting down");
         sig.cancel();
     });
     tracing::info!("simulator listening on http://{addr}");
     serve(listener, cfg, shutdown).await
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn validate(cfg: &SimConfig) -> Result<(), SimError> {
