@@ -143,6 +143,10 @@ impl LagSink for RecorderLag {
     fn record_lag(&self, class: usize, lag: Duration) {
         self.0.record_lag(class, lag);
     }
+
+    fn record_unsent(&self, class: usize, n: u64) {
+        self.0.record_unsent(class, n);
+    }
 }
 
 /// Where the run is between `spawn` and load.
@@ -344,6 +348,8 @@ async fn warm_up(task: Arc<LlmTask>, cancel: CancellationToken) -> Result<(), St
     }
     match first_error {
         None => Ok(()),
+        // The run was stopped during warm-up: not a failure of the target.
+        Some(reason) if cancel.is_cancelled() => Err(reason),
         Some(reason) => {
             task.abort(reason.clone()).await;
             Err(reason)

@@ -55,6 +55,33 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// The part of the message that is the same for every failure of one
+    /// cause: Locust keys its failures table by this text, so per-request
+    /// details (an error body with a request id, a retry delay, how many
+    /// events arrived before a cut) would make one row per failure and grow
+    /// the master's memory without bound. The full message goes to the log.
+    pub fn summary(&self) -> &str {
+        let m = self.message.as_str();
+        let cut = match self.kind {
+            // "HTTP 429 Too Many Requests: {body excerpt}"
+            FailureKind::HttpStatus(_) => m.find(": "),
+            // "error event in stream: {type}: {message}"
+            FailureKind::ErrorEvent => m.find(": ").and_then(|i| m[i + 2..].find(": ").map(|j| i + 2 + j)),
+            // "stream ended without ... after N events"
+            FailureKind::Truncated => m.find(" after "),
+            // "stream event is not valid JSON ({serde position}): {excerpt}"
+            FailureKind::InvalidResponse => [m.find(" ("), m.find(": ")].into_iter().flatten().min(),
+            _ => None,
+        };
+        let mut end = cut.unwrap_or(m.len()).min(160);
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        &m[..end]
+    }
+}
+
 /// Token counts as the server reported them in `usage` (None where absent).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -112,7 +139,10 @@ impl Outcome {
             return None;
         }
         let span = e2e.checked_sub(ttft)?;
-        Some(span / (out - 1) as u32)
+        // `out` comes from the server: compute in nanoseconds so any count,
+        // however absurd, gives a value instead of a panic.
+        let nanos = span.as_nanos() / u128::from(out - 1);
+        Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 
     pub fn is_success(&self) -> bool {
@@ -138,6 +168,69 @@ mod tests {
         };
         assert_eq!(o.tpot(), Some(Duration::from_millis(10)));
         assert!(!o.output_tokens_estimated());
+    }
+
+    #[test]
+    fn failure_summary_drops_per_request_details() {
+        let f = |kind, m: &str| Failure {
+            kind,
+            message: m.into(),
+        };
+        let cases = [
+            (
+                f(
+                    FailureKind::HttpStatus(429),
+                    "HTTP 429 Too Many Requests: {\"error\": \"retry in 1.23s\"}",
+                ),
+                "HTTP 429 Too Many Requests",
+            ),
+            (
+                f(
+                    FailureKind::ErrorEvent,
+                    "error event in stream: overloaded_error: busy, request req_1",
+                ),
+                "error event in stream: overloaded_error",
+            ),
+            (
+                f(FailureKind::ErrorEvent, "error event in stream: boom"),
+                "error event in stream: boom",
+            ),
+            (
+                f(
+                    FailureKind::Truncated,
+                    "stream ended without an end marker or finish reason after 17 events",
+                ),
+                "stream ended without an end marker or finish reason",
+            ),
+            (
+                f(
+                    FailureKind::InvalidResponse,
+                    "stream event is not valid JSON (line 1 column 5): {x",
+                ),
+                "stream event is not valid JSON",
+            ),
+            (
+                f(FailureKind::Cancelled, "cancelled while streaming"),
+                "cancelled while streaming",
+            ),
+        ];
+        for (failure, want) in cases {
+            assert_eq!(failure.summary(), want);
+        }
+    }
+
+    #[test]
+    fn tpot_survives_absurd_server_token_counts() {
+        let o = Outcome {
+            ttft: Some(Duration::from_millis(5)),
+            e2e: Some(Duration::from_millis(50)),
+            usage: Usage {
+                output_tokens: Some((1 << 32) + 1),
+                ..Usage::default()
+            },
+            ..Outcome::default()
+        };
+        assert_eq!(o.tpot(), Some(Duration::ZERO));
     }
 
     #[test]

@@ -162,6 +162,11 @@ pub struct LoadConfig {
     /// Cap on in-flight requests per worker in open-loop mode.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
+    /// Open loop: when the phases began (Unix seconds), set by the master
+    /// at test start so that every worker, including one that joins late,
+    /// follows the same phase clock. Absent: each worker starts its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_s: Option<f64>,
 }
 
 fn default_burstiness() -> f64 {
@@ -179,6 +184,7 @@ impl Default for LoadConfig {
             arrival: Arrival::Poisson,
             burstiness: default_burstiness(),
             max_in_flight: default_max_in_flight(),
+            start_unix_s: None,
         }
     }
 }
@@ -268,14 +274,30 @@ impl Default for Timeouts {
 }
 
 /// A configuration error that names where it is and what would be valid.
+/// A document that does not parse (unknown field, wrong type) has no single
+/// value to name: `field` and `value` are empty then and `expected` holds the
+/// parser's own words, which name the field path and what it expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{location}: field `{field}` has value {value}; {expected}")]
 pub struct ConfigError {
     /// e.g. `scenario "ChatShort"` or `load`.
     pub location: String,
     pub field: String,
     pub value: String,
     pub expected: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.location, self.expected)
+        } else {
+            write!(
+                f,
+                "{}: field `{}` has value {}; {}",
+                self.location, self.field, self.value, self.expected
+            )
+        }
+    }
 }
 
 fn err(location: impl Into<String>, field: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
@@ -287,6 +309,10 @@ fn err(location: impl Into<String>, field: &str, value: impl std::fmt::Display, 
     }
 }
 
+/// The longest wait or phase accepted: about 11.6 days. Longer values are
+/// typos, and would overflow the monotonic clock's arithmetic.
+const MAX_SECONDS: f64 = 1_000_000.0;
+
 fn positive_finite(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
@@ -295,13 +321,14 @@ impl TestConfig {
     /// Parses a YAML document and validates it.
     pub fn from_yaml(text: &str) -> Result<TestConfig, ConfigError> {
         let cfg: TestConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
-            location: "scenarios file".into(),
-            field: e
-                .location()
-                .map(|l| format!("line {} column {}", l.line(), l.column()))
-                .unwrap_or_default(),
-            value: "(see message)".into(),
-            expected: e.to_string(),
+            location: match e.location() {
+                Some(l) => format!("scenarios file, line {} column {}", l.line(), l.column()),
+                None => "scenarios file".into(),
+            },
+            field: String::new(),
+            value: String::new(),
+            // serde_yaml appends the position, which the location holds.
+            expected: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -319,12 +346,13 @@ impl TestConfig {
         let mut seen = std::collections::HashSet::new();
         for s in &self.scenarios {
             let at = format!("scenario {:?}", s.name);
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            let starts_ok = s.name.chars().next().is_some_and(|c| !c.is_ascii_digit());
+            if !starts_ok || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(err(
                     &at,
                     "name",
                     format!("{:?}", s.name),
-                    "use letters, digits and _ (it becomes a Python class name)",
+                    "use letters, digits and _, not starting with a digit (it becomes a Python class name)",
                 ));
             }
             if !seen.insert(s.name.as_str()) {
@@ -386,22 +414,27 @@ impl TestConfig {
             match s.wait {
                 Wait::None => {}
                 Wait::Constant { seconds } | Wait::Pacing { seconds } => {
-                    if !(seconds.is_finite() && seconds >= 0.0) {
+                    if !(seconds.is_finite() && (0.0..=MAX_SECONDS).contains(&seconds)) {
                         return Err(err(
                             &at,
                             "wait.seconds",
                             seconds,
-                            "use a non-negative number of seconds",
+                            "use a number of seconds between 0 and 1000000",
                         ));
                     }
                 }
                 Wait::Between { min_s, max_s } => {
-                    if !(min_s.is_finite() && max_s.is_finite() && 0.0 <= min_s && min_s <= max_s) {
+                    if !(min_s.is_finite()
+                        && max_s.is_finite()
+                        && 0.0 <= min_s
+                        && min_s <= max_s
+                        && max_s <= MAX_SECONDS)
+                    {
                         return Err(err(
                             &at,
                             "wait",
                             format!("min_s={min_s}, max_s={max_s}"),
-                            "need 0 <= min_s <= max_s",
+                            "need 0 <= min_s <= max_s <= 1000000",
                         ));
                     }
                 }
@@ -421,8 +454,13 @@ impl TestConfig {
             if !(p.rate.is_finite() && p.rate >= 0.0) {
                 return Err(err(&at, "rate", p.rate, "use a non-negative requests/second figure"));
             }
-            if !positive_finite(p.duration_s) {
-                return Err(err(&at, "duration_s", p.duration_s, "use a positive number of seconds"));
+            if !(positive_finite(p.duration_s) && p.duration_s <= MAX_SECONDS) {
+                return Err(err(
+                    &at,
+                    "duration_s",
+                    p.duration_s,
+                    "use a positive number of seconds, at most 1000000",
+                ));
             }
             if !(p.ramp_s.is_finite() && p.ramp_s >= 0.0 && p.ramp_s <= p.duration_s) {
                 return Err(err(&at, "ramp_s", p.ramp_s, "use 0 <= ramp_s <= duration_s"));

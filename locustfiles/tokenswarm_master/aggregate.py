@@ -19,6 +19,8 @@ METRICS = ("ttft", "ttfa", "tpot", "itl", "e2e", "queue", "lag")
 COUNTERS = (
     "requests", "failures", "good", "input_tokens", "output_tokens", "cached_tokens",
     "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent",
+    # open loop: arrivals due but never sent (the run stopped at the cap)
+    "unsent",
 )
 PER_SEC = ("out_tokens_per_sec", "in_tokens_per_sec", "good_per_sec")
 #: Seconds of history kept for the "current" figures (Locust's current_rps
@@ -107,8 +109,11 @@ class ScenarioAgg:
         secs = [s for m in self.per_sec.values() for s in m]
         return (max(secs) - min(secs) + 1) if secs else 0
 
-    def total_rate(self, key):
-        span = self.span_s()
+    def total_rate(self, key, span_s=None):
+        """Per second over `span_s` (the run's duration, as Locust's total
+        RPS); without it, over the seconds that saw completions, which
+        overstates the rate of long streams that end close together."""
+        span = self.span_s() if span_s is None else span_s
         return sum(self.per_sec[key].values()) / span if span else 0.0
 
     def current_rate(self, key, now):
@@ -137,6 +142,10 @@ class Aggregator:
             self.total = ScenarioAgg()
             self.reports = 0
             self.ignored = 0
+            # The run (or the stats since "Reset stats") started here; rates
+            # over the whole run divide by the time up to the last report.
+            self.started_at = time.time()
+            self.last_report_at = None
             # (received_at, scenario, ttft dist dict) for windowed percentiles
             self._recent = deque()
             if not keep_history:
@@ -151,6 +160,7 @@ class Aggregator:
         now = time.time() if now is None else now
         with self._lock:
             self.reports += 1
+            self.last_report_at = now
             for name, r in llm["scenarios"].items():
                 self.scenarios.setdefault(name, ScenarioAgg()).merge(r)
                 self.total.merge(r)
@@ -158,6 +168,12 @@ class Aggregator:
                 if ttft:
                     self._recent.append((now, name, ttft))
         return True
+
+    def run_span_s(self, now=None):
+        """Seconds from the start of the run (or the last reset) to the last
+        worker report (now when none came yet); at least 1."""
+        end = self.last_report_at or (time.time() if now is None else now)
+        return max(1.0, end - self.started_at)
 
     def current_ttft(self, now, window=CURRENT_WINDOW):
         """TTFT distributions of reports received in the last `window` s,

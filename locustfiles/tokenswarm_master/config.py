@@ -181,8 +181,9 @@ def _validate_scenario(s, seen):
         if field not in s:
             raise ConfigError(at, field, None, "is required")
     name = s["name"]
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_]+", name)):
-        raise ConfigError(at, "name", name, "use letters, digits and _ (it becomes a Python class name)")
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
+        raise ConfigError(at, "name", name,
+                          "use letters, digits and _, not starting with a digit (it becomes a Python class name)")
     if name in seen:
         raise ConfigError(at, "name", name, "scenario names must be unique")
     seen.add(name)

@@ -50,6 +50,8 @@ class State:
         self.config_error = None
         self.config = None
         self.environment = None
+        self.budget_used = {}
+        self.run_token = None
 
     def doc(self):
         return render.document(self)
@@ -57,6 +59,7 @@ class State:
     def new_run(self):
         self.aggregator.reset()
         self.warnings, self._warned, self.abort, self.config_error = [], set(), None, None
+        self.budget_used = {}
 
 
 def add_options(parser, default_path):
@@ -141,11 +144,47 @@ def _enforce_budgets(state):
         return
     if env.runner.state not in (STATE_RUNNING, STATE_SPAWNING):
         return
-    reason = budget_reached(state.config, state.aggregator.total.counts)
+    reason = budget_reached(state.config, state.budget_used)
     if reason:
         state.abort = {"reason": reason, "worker": "master"}
         logger.error(f"tokenswarm: run stopped: {reason}")
         _stop_run(env, reason)
+
+
+def _count_budget_tokens(state, llm):
+    """Tokens against the budgets: the whole run's, which "Reset stats"
+    (which clears the displayed numbers) must not give back."""
+    if not isinstance(llm, dict) or not isinstance(llm.get("scenarios"), dict):
+        return
+    for r in llm["scenarios"].values():
+        for k in ("input_tokens", "output_tokens"):
+            state.budget_used[k] = state.budget_used.get(k, 0) + int(r.get(k, 0) or 0)
+
+
+def _end_when_schedule_ends(environment, state, cfg):
+    """An open-loop run has a known length: the sum of its phases. Once the
+    last phase is over (plus a grace second for the last reports) the run
+    ends by itself, as a `-t` run would, instead of idling with users that
+    send nothing."""
+    length = sum(float(p["duration_s"]) for p in cfg["load"]["phases"]) + 1.0
+    run = object()
+    state.run_token = run
+
+    def end():
+        gevent.sleep(length)
+        runner = environment.runner
+        if state.run_token is not run or runner.state not in (STATE_RUNNING, STATE_SPAWNING):
+            return
+        logger.info(f"tokenswarm: the open-loop schedule ({length - 1.0:g} s of phases) is over; ending the run")
+        opts = environment.parsed_options
+        if opts is not None and opts.headless:
+            runner.quit()
+            if environment.web_ui:
+                environment.web_ui.stop()
+        else:
+            runner.stop()
+
+    gevent.spawn(end)
 
 
 def only_cancellations(errors):
@@ -223,7 +262,7 @@ def install(environment, state):
 
 
 def install_web(environment, state):
-    """The LLM tab (per ../shared/notes/locust-web-ui.md), routes and links."""
+    """The LLM tab (an `extended_stats` table of the stock UI), routes and links."""
     web_ui = environment.web_ui
     web_ui.template_args["extended_tabs"] = [{"title": "LLM", "key": "llm"}]
     web_ui.template_args["extended_tables"] = [{"key": "llm", "structure": render.TABLE_STRUCTURE}]
@@ -323,6 +362,14 @@ def setup(scenarios_path, user_class_names, events=default_events):
         state.environment = environment
         if isinstance(environment.runner, MasterRunner):
             install(environment, state)
+            opts = environment.parsed_options
+            if opts is not None and (opts.headless or opts.autostart):
+                # Nobody will fix the form of an unattended run: refuse a bad
+                # configuration now, not once the expected workers arrived.
+                _, error = preflight(state, opts, quiet=True)
+                if error:
+                    logger.error(error)
+                    raise SystemExit(1)
         elif environment.runner is not None and not environment.parsed_options.worker:
             logger.warning("tokenswarm: run this locustfile with --master; only tokenswarm workers send requests")
 
@@ -336,6 +383,10 @@ def setup(scenarios_path, user_class_names, events=default_events):
             state.config_error = error
             logger.error(error)
             return
+        if cfg["load"]["mode"] == "open":
+            # One phase clock for every worker, late joiners included.
+            cfg["load"]["start_unix_s"] = time.time()
+            _end_when_schedule_ends(environment, state, cfg)
         state.config = cfg
         state.slo = {k: v for k, v in cfg["slo"].items() if v is not None}
         environment.parsed_options.tokenswarm_config = {**cfg, "cluster_users": environment.runner.target_user_count}
@@ -350,6 +401,7 @@ def setup(scenarios_path, user_class_names, events=default_events):
     def _worker_report(client_id, data, **_kw):
         if "llm" in data:
             state.aggregator.merge_report(data["llm"])
+            _count_budget_tokens(state, data["llm"])
             _enforce_budgets(state)
 
     @events.quitting.add_listener

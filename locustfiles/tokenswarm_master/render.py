@@ -32,7 +32,7 @@ def dist_summary(d):
     return out
 
 
-def scenario_summary(agg, now):
+def scenario_summary(agg, now, span_s=None):
     c = agg.counts
     return {
         **c,
@@ -41,11 +41,11 @@ def scenario_summary(agg, now):
         "target_output_tokens": agg.targets[1],
         "metrics": {m: dist_summary(agg.metrics[m]) for m in METRICS if m in agg.metrics},
         "out_tps_current": round(agg.current_rate("out_tokens_per_sec", now), 3),
-        "out_tps_total": round(agg.total_rate("out_tokens_per_sec"), 3),
+        "out_tps_total": round(agg.total_rate("out_tokens_per_sec", span_s), 3),
         "good_rps_current": round(agg.current_rate("good_per_sec", now), 3),
-        "goodput_rps": round(agg.total_rate("good_per_sec"), 3),
+        "goodput_rps": round(agg.total_rate("good_per_sec", span_s), 3),
         "goodput_pct": round(100.0 * c["good"] / c["requests"], 2) if c["requests"] else None,
-        "span_s": agg.span_s(),
+        "span_s": round(span_s, 3) if span_s is not None else agg.span_s(),
     }
 
 
@@ -53,12 +53,13 @@ def document(state, now=None):
     """The /llm/json document: everything the tab, CSV and report show."""
     now = time.time() if now is None else now
     agg = state.aggregator
+    span = agg.run_span_s(now) if hasattr(agg, "run_span_s") else None
     return {
         "v": 1,
         "generated_at": now,
         "slo": dict(state.slo),
-        "scenarios": {name: scenario_summary(a, now) for name, a in sorted(agg.scenarios.items())},
-        "total": scenario_summary(agg.total, now),
+        "scenarios": {name: scenario_summary(a, now, span) for name, a in sorted(agg.scenarios.items())},
+        "total": scenario_summary(agg.total, now, span),
         "warnings": list(state.warnings),
         "abort": state.abort,
         "config_error": state.config_error,
@@ -113,7 +114,8 @@ def table_rows(doc):
             row(name, m.upper(), count=d["count"], p50=_fmt(d["p50_ms"], 2), p90=_fmt(d["p90_ms"], 2),
                 p99=_fmt(d["p99_ms"], 2), max=_fmt(d["max_ms"], 2), avg=_fmt(d["avg_ms"], 2))
         row(name, "Requests", f"{s['requests']} ({s['failures']} failed)"
-            + (": " + ", ".join(f"{k} {v}" for k, v in s["failure_kinds"].items()) if s["failure_kinds"] else ""))
+            + (": " + ", ".join(f"{k} {v}" for k, v in s["failure_kinds"].items()) if s["failure_kinds"] else "")
+            + (f"; {s['unsent']} due but never sent (in-flight cap full at stop)" if s.get("unsent") else ""))
         row(name, "Output tok/s", f"current {_fmt(s['out_tps_current'])} / total {_fmt(s['out_tps_total'])}")
         row(name, "Tokens in / out / cached",
             f"{s['input_tokens']:,} / {s['output_tokens']:,} / {s['cached_tokens']:,}")
@@ -132,7 +134,7 @@ def table_rows(doc):
 # ---------------------------------------------------------------------- CSV
 
 CSV_COUNTERS = ("requests", "failures", "good", "input_tokens", "output_tokens", "cached_tokens",
-                "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent")
+                "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent", "unsent")
 
 
 def csv_text(doc):

@@ -129,6 +129,12 @@ impl<T: Task> Shared<T> {
         self.plan.classes.iter().map(|c| c.name.clone()).zip(counts).collect()
     }
 
+    fn record_unsent(&self, class: usize, n: u64) {
+        if let Some(sink) = &self.lag {
+            sink.record_unsent(class, n);
+        }
+    }
+
     fn record_lag(&self, class: usize, due: Instant) {
         if let Some(sink) = &self.lag {
             sink.record_lag(class, Instant::now().saturating_duration_since(due));
@@ -254,7 +260,7 @@ impl<T: Task> Controller<T> {
                 let (tx, rx) = watch::channel(share);
                 self.share = Some(tx);
                 let shared = self.shared.clone();
-                let origin = Instant::now();
+                let origin = phase_origin(shared.plan.start_unix_s);
                 self.shared
                     .tracker
                     .spawn(async move { schedule(shared, rx, origin).await });
@@ -428,6 +434,18 @@ async fn user_loop<T: Task>(
     }
 }
 
+/// The instant the phases start: the master's clock when it sent one (and
+/// it is in the past, within a day), else now.
+fn phase_origin(start_unix_s: Option<f64>) -> Instant {
+    let now = Instant::now();
+    let Some(start) = start_unix_s else { return now };
+    let ago = crate::metrics::unix_now() - start;
+    if !(0.0..86_400.0).contains(&ago) {
+        return now;
+    }
+    now.checked_sub(secs(ago)).unwrap_or(now)
+}
+
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
 }
@@ -442,8 +460,10 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
     let mut rng = StdRng::seed_from_u64(plan.seed.rotate_left(32) ^ 0x5EED);
     let classes = WeightedIndex::new(plan.classes.iter().map(|c| c.weight)).ok();
     let slots = Arc::new(Semaphore::new(plan.max_in_flight.max(1) as usize));
-    // Seconds since origin of the previous arrival.
-    let mut t = 0.0;
+    // Seconds since origin of the previous arrival. A worker that starts
+    // after the master's phase clock (warm-up, a late join) begins at the
+    // current point of the schedule, not with a backlog.
+    let mut t = origin.elapsed().as_secs_f64();
     loop {
         let s = *share.borrow_and_update();
         if s <= 0.0 {
@@ -464,19 +484,42 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
         let Some(next) = rates.advance(t, gaps.next_gap() / s) else {
             break;
         };
-        t = next;
-        let due = origin + secs(t);
+        let due = origin + secs(next);
         tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => return,
+            changed = share.changed() => {
+                // A ramp step changed this worker's share: draw the next
+                // gap afresh at the new share from now.
+                if changed.is_err() {
+                    return;
+                }
+                t = f64::max(t, origin.elapsed().as_secs_f64());
+                continue;
+            }
             _ = sleep_until(due) => {}
         }
+        t = next;
+        let class = classes.as_ref().map_or(0, |w| w.sample(&mut rng));
         let permit = tokio::select! {
             biased;
-            _ = shared.stopping.cancelled() => return,
+            _ = shared.stopping.cancelled() => {
+                // Stopped while waiting for the in-flight cap: this arrival
+                // and every one due since were never sent. Count them.
+                shared.record_unsent(class, 1);
+                let now_t = origin.elapsed().as_secs_f64();
+                while let Some(next) = rates.advance(t, gaps.next_gap() / s) {
+                    if next > now_t {
+                        break;
+                    }
+                    t = next;
+                    let class = classes.as_ref().map_or(0, |w| w.sample(&mut rng));
+                    shared.record_unsent(class, 1);
+                }
+                return;
+            }
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let class = classes.as_ref().map_or(0, |w| w.sample(&mut rng));
         shared.record_lag(class, due);
         let cancel = shared.kill.child_token();
         let task_shared = shared.clone();

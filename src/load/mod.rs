@@ -48,6 +48,9 @@ pub trait Task: Send + Sync + 'static {
 /// behind, which would otherwise look like server latency.
 pub trait LagSink: Send + Sync + 'static {
     fn record_lag(&self, class: usize, lag: Duration);
+    /// Open loop: `n` arrivals of `class` fell due but were never sent,
+    /// because the run stopped while they waited for the in-flight cap.
+    fn record_unsent(&self, class: usize, n: u64);
 }
 
 /// One scenario as load control sees it.
@@ -77,6 +80,8 @@ pub struct LoadPlan {
     pub seed: u64,
     /// How long a user removed by a ramp-down may finish its request.
     pub stop_timeout: Duration,
+    /// Open loop: the master's phase clock start (Unix seconds).
+    pub start_unix_s: Option<f64>,
 }
 
 impl LoadPlan {
@@ -98,6 +103,7 @@ impl LoadPlan {
             max_in_flight: cfg.load.max_in_flight,
             seed,
             stop_timeout,
+            start_unix_s: cfg.load.start_unix_s,
         }
     }
 

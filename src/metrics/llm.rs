@@ -128,15 +128,18 @@ impl ScenarioLlm {
         c.requests += 1;
         let input = o.usage.input_tokens.unwrap_or(0);
         let output = o.output_tokens();
-        c.input_tokens += input;
-        c.output_tokens += output;
-        c.cached_tokens += o.usage.cached_tokens.unwrap_or(0);
-        c.reasoning_tokens += o.usage.reasoning_tokens.unwrap_or(0);
+        // Token counts come from the server: saturate rather than overflow.
+        c.input_tokens = c.input_tokens.saturating_add(input);
+        c.output_tokens = c.output_tokens.saturating_add(output);
+        c.cached_tokens = c.cached_tokens.saturating_add(o.usage.cached_tokens.unwrap_or(0));
+        c.reasoning_tokens = c.reasoning_tokens.saturating_add(o.usage.reasoning_tokens.unwrap_or(0));
         if output > 0 {
-            *c.out_tokens_per_sec.entry(now_s).or_default() += output;
+            let n = c.out_tokens_per_sec.entry(now_s).or_default();
+            *n = n.saturating_add(output);
         }
         if input > 0 {
-            *c.in_tokens_per_sec.entry(now_s).or_default() += input;
+            let n = c.in_tokens_per_sec.entry(now_s).or_default();
+            *n = n.saturating_add(input);
         }
         if o.output_tokens_estimated() && output > 0 {
             c.estimated_output += 1;
@@ -148,15 +151,20 @@ impl ScenarioLlm {
         if let Some(d) = o.ttfa {
             ttfa.record(d);
         }
+        // E2E, TPOT and ITL describe whole answers: a stream cut short
+        // (cancelled, truncated, timed out) would understate them. TTFT and
+        // TTFA are complete once the first token arrived, so they count.
         let tpot_v = o.tpot();
-        if let Some(d) = tpot_v {
-            tpot.record(d);
-        }
-        for gap in &o.itl_us {
-            itl.record_us(u64::from(*gap));
-        }
-        if let Some(d) = o.e2e {
-            e2e.record(d);
+        if o.failure.is_none() {
+            if let Some(d) = tpot_v {
+                tpot.record(d);
+            }
+            for gap in &o.itl_us {
+                itl.record_us(u64::from(*gap));
+            }
+            if let Some(d) = o.e2e {
+                e2e.record(d);
+            }
         }
         queue.record(o.queue);
         if let Some(d) = lag {
@@ -192,9 +200,17 @@ impl ScenarioLlm {
         self.dists[6].record(lag);
     }
 
+    /// Open loop: arrivals that fell due but were never sent (the run
+    /// stopped while they waited for the in-flight cap).
+    pub fn record_unsent(&mut self, n: u64) {
+        self.counts.unsent += n;
+    }
+
     /// The window's report, or None when nothing was recorded; resets.
     pub fn take(&mut self) -> Option<ScenarioReport> {
-        if self.counts.requests == 0 {
+        // Lag and unsent arrivals can come without any finished request
+        // (a worker whose requests all hang): they are reported too.
+        if self.counts.requests == 0 && self.counts.unsent == 0 && self.dists[6].hist.is_empty() {
             return None;
         }
         let fresh = ScenarioReport {

@@ -129,11 +129,12 @@ impl Recorder {
         }
         if let Some(f) = &outcome.failure {
             let name = sc.name.clone();
-            let key = format!("{METHOD}.{name}.{}", f.message);
+            let text = f.summary();
+            let key = format!("{METHOD}.{name}.{text}");
             let e = st.errors.entry(key).or_insert_with(|| StatsError {
                 method: METHOD.into(),
                 name,
-                error: f.message.clone(),
+                error: text.to_string(),
                 occurrences: 0,
                 first_seen: now,
                 last_seen: now,
@@ -149,6 +150,13 @@ impl Recorder {
     pub fn record_lag(&self, index: usize, lag: Duration) {
         if let Some(sc) = self.lock().scenarios.get_mut(index) {
             sc.llm.record_lag(lag);
+        }
+    }
+
+    /// Open loop: `n` arrivals of scenario `index` were due but never sent.
+    pub fn record_unsent(&self, index: usize, n: u64) {
+        if let Some(sc) = self.lock().scenarios.get_mut(index) {
+            sc.llm.record_unsent(n);
         }
     }
 

@@ -67,6 +67,9 @@ pub struct ScenarioReport {
     pub prompt_divergent: u64,
     pub output_divergent: u64,
     pub failure_kinds: BTreeMap<String, u64>,
+    /// Open loop: arrivals due but never sent because the run stopped
+    /// while they waited for `max_in_flight`; not Locust requests.
+    pub unsent: u64,
     /// "ttft", "ttfa", "tpot", "itl", "e2e", "queue", "lag" -> distribution.
     pub metrics: BTreeMap<&'static str, HistReport>,
     pub out_tokens_per_sec: BTreeMap<u64, u64>,

@@ -15,9 +15,22 @@ BASE = 1_700_000_000
 
 def merged():
     agg = Aggregator()
+    agg.started_at = BASE  # the run started at BASE; reports end at BASE + 10
     for rep in llm_reports.all_reports(BASE):
-        assert agg.merge_report(rep, now=BASE + 10)
+        assert agg.merge_report(rep, now=BASE + llm_reports.RUN_SPAN_S)
     return agg
+
+
+def test_whole_run_rates_divide_by_the_run_not_by_completion_seconds():
+    """Long streams that all end in one second must not look 10x faster."""
+    agg = Aggregator()
+    agg.started_at = BASE
+    rep = {"v": 1, "scenarios": {"Long": {"requests": 4, "good": 4, "output_tokens": 6000,
+                                          "out_tokens_per_sec": {BASE + 21: 6000}, "good_per_sec": {BASE + 21: 4}}}}
+    assert agg.merge_report(rep, now=BASE + 22)
+    doc = render.document(state_for(agg), now=BASE + 30)
+    assert doc["total"]["out_tps_total"] == pytest.approx(6000 / 22, abs=1e-3)
+    assert doc["total"]["goodput_rps"] == pytest.approx(4 / 22, abs=1e-3)
 
 
 def state_for(agg, slo=None):

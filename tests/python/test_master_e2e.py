@@ -35,7 +35,9 @@ def check_csv_against_expected(rows, base):
         for m in ("ttft", "tpot", "itl", "e2e"):
             for stat in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "min_ms"):
                 assert float(row[f"{m}_{stat}"]) == w["metrics"][m][stat], (name, m, stat)
-        assert float(row["out_tps_total"]) == w["out_tps_total"]
+        # Whole-run rates divide by the real run's length (wall clock), so
+        # only their consistency is checked here; test_aggregate pins them.
+        assert 0 < float(row["out_tps_total"]) <= w["output_tokens"]
         assert float(row["goodput_pct"]) == w["goodput_pct"]
 
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
@@ -80,11 +80,15 @@ impl Task for Recorder {
 }
 
 #[derive(Default)]
-struct Lags(Mutex<Vec<(usize, Duration)>>);
+struct Lags(Mutex<Vec<(usize, Duration)>>, AtomicU64);
 
 impl LagSink for Lags {
     fn record_lag(&self, class: usize, lag: Duration) {
         self.0.lock().unwrap().push((class, lag));
+    }
+
+    fn record_unsent(&self, _class: usize, n: u64) {
+        self.1.fetch_add(n, Ordering::SeqCst);
     }
 }
 
@@ -106,6 +110,7 @@ fn closed(waits: &[Wait]) -> LoadPlan {
         max_in_flight: 10_000,
         seed: 1,
         stop_timeout: Duration::from_secs(2),
+        start_unix_s: None,
     }
 }
 
@@ -497,4 +502,64 @@ async fn runs_and_stops_on_a_multi_thread_runtime() {
     assert_eq!(step.wait().await, StepEnd::Stopped);
     assert!(!task.starts().is_empty());
     assert_eq!(Arc::strong_count(&task), 1, "every spawned task has ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn arrivals_stuck_behind_the_cap_at_stop_are_counted_as_unsent() {
+    // 10 req/s, each request lasts 1 s, cap 1: by 3.05 s, 30 arrivals were
+    // due (0.1, 0.2, ... 3.0 s) but only 3 could start (at 0.1, 1.1, 2.1 s).
+    let task = Recorder::new(Duration::from_secs(1));
+    let lags = Arc::new(Lags::default());
+    let mut plan = open(&[(10.0, 10.0, 0.0)], Arrival::Constant);
+    plan.max_in_flight = 1;
+    let mut c = Controller::with_lag_sink(task.clone(), plan, lags.clone());
+    c.apply(&targets(&[("A", 1)]), 1).wait().await;
+    sleep(Duration::from_millis(3050)).await;
+    c.stop(Duration::ZERO).await;
+    let sent = task.runs().len() as u64;
+    let unsent = lags.1.load(Ordering::SeqCst);
+    assert_eq!(
+        sent + unsent,
+        30,
+        "sent {sent} + unsent {unsent}: every due arrival accounted for"
+    );
+    assert!(unsent > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_change_takes_effect_while_the_scheduler_sleeps() {
+    // 1 req/s cluster rate; a share of 1/20 means one arrival per 20 s.
+    // At 1 s the share becomes 1/2: arrivals must follow every ~2 s, not
+    // wait for the 20 s gap drawn at the old share.
+    let task = Recorder::new(Duration::ZERO);
+    let mut c = Controller::new(task.clone(), open(&[(1.0, 60.0, 0.0)], Arrival::Constant));
+    c.apply(&targets(&[("A", 1)]), 20).wait().await;
+    sleep(Duration::from_secs(1)).await;
+    c.apply(&targets(&[("A", 10)]), 20).wait().await;
+    sleep(Duration::from_secs(6)).await;
+    let n = task.starts().len();
+    assert!((2..=4).contains(&n), "{n} arrivals in 6 s at half of 1 req/s");
+    c.stop(Duration::ZERO).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_joining_late_starts_at_the_masters_current_phase() {
+    // Phases 10 s at 2 req/s then 10 s at 20 req/s, started 12 s ago on the
+    // master: a worker joining now must send at 20 req/s at once.
+    let mut plan = open(&[(2.0, 10.0, 0.0), (20.0, 10.0, 0.0)], Arrival::Constant);
+    plan.start_unix_s = Some(crate::metrics::unix_now() - 12.0);
+    let task = Recorder::new(Duration::ZERO);
+    let mut c = Controller::new(task.clone(), plan);
+    c.apply(&targets(&[("A", 1)]), 1).wait().await;
+    sleep(Duration::from_secs(2)).await;
+    let n = task.starts().len();
+    assert!((38..=41).contains(&n), "{n} arrivals in 2 s of the 20 req/s phase");
+    sleep(Duration::from_secs(10)).await;
+    // The master's schedule ends 8 s after the join: 8 s x 20 req/s.
+    let n = task.starts().len();
+    assert!(
+        (158..=161).contains(&n),
+        "{n}: the schedule ends with the master's last phase"
+    );
+    c.stop(Duration::ZERO).await;
 }
