@@ -5,9 +5,10 @@
 //! the master leaves from here. Users never touch the socket: they record
 //! into the engine's metrics and send [`EngineEvent`]s.
 //!
-//! Losing the master (a send error, or no heartbeat reply for
-//! [`MASTER_SILENCE`]) ends the run without reporting it, rebuilds the
-//! socket, registers again and waits for the next spawn, as a fresh worker.
+//! Losing the master (a send error, a `reconnect`, or no heartbeat reply for
+//! [`MASTER_SILENCE`]) ends the run, rebuilds the socket, registers again,
+//! sends what was measured but not yet reported, and waits for the next
+//! spawn, as a fresh worker.
 //! After `master_timeout` without a registered master the worker gives up.
 
 use std::collections::BTreeMap;
@@ -30,9 +31,10 @@ use crate::metrics::Recorder;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Locust's worker report interval.
 const REPORT_INTERVAL: Duration = Duration::from_secs(3);
-/// No heartbeat reply for this long means the master is gone. The master
-/// itself marks a worker missing after about 5 s of silence.
-pub const MASTER_SILENCE: Duration = Duration::from_secs(6);
+/// No heartbeat reply for this long means the master is gone. Locust's
+/// Python worker waits 60 s; a restarted master is noticed at once anyway
+/// (it answers our heartbeat with `reconnect`).
+pub const MASTER_SILENCE: Duration = Duration::from_secs(20);
 /// `client_ready` is re-sent this often until the master acks it.
 const READY_RETRY: Duration = Duration::from_secs(5);
 /// On `quit` the master waits only 0.5 s for final stats: in-flight
@@ -271,11 +273,13 @@ impl Worker {
         }
     }
 
-    /// Forgets the run after the master was lost: a new master knows
-    /// nothing of it, so users stop at once and unsent stats are dropped.
+    /// Ends the run after the master was lost: a new master knows nothing
+    /// of it, so users stop at once (in-flight requests are recorded as
+    /// cancelled). What was measured but not yet reported stays in the
+    /// recorder and is sent once registered again: nothing measured is
+    /// dropped.
     async fn reset(&mut self) {
         self.wind_down(Duration::ZERO).await;
-        self.recorder = None;
         while self.events_rx.try_recv().is_ok() {}
         self.state = WorkerState::Ready;
         self.spawn_pending = false;
@@ -322,6 +326,13 @@ impl Worker {
 
     async fn session(&mut self, conn: &mut Connection, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> SessionEnd {
         self.last_master_heartbeat = Instant::now();
+        if self.engine.is_none() && self.recorder.is_some() {
+            // The previous connection's last window (see `reset`).
+            if let Err(e) = conn.send(&self.stats_message()).await {
+                return SessionEnd::Lost(e.to_string());
+            }
+            self.recorder = None;
+        }
         let mut heartbeat = interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut report = interval(REPORT_INTERVAL);
