@@ -102,7 +102,7 @@ fn stats_frame() -> WorkerMsg {
     let failed = Outcome {
         failure: Some(Failure {
             kind: FailureKind::HttpStatus(500),
-            message: "HTTP 500: boom".into(),
+            message: "HTTP 500 Internal Server Error: boom".into(),
         }),
         ..ok(40.0)
     };
