@@ -466,25 +466,16 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
     let mut t = origin.elapsed().as_secs_f64();
     loop {
         let s = *share.borrow_and_update();
-        if s <= 0.0 {
-            // Nothing to send until the share changes.
-            tokio::select! {
-                biased;
-                _ = shared.stopping.cancelled() => return,
-                changed = share.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    t = f64::max(t, origin.elapsed().as_secs_f64());
-                    continue;
-                }
-                _ = sleep_until(end) => break,
-            }
-        }
-        let Some(next) = rates.advance(t, gaps.next_gap() / s) else {
-            break;
+        // With no share, nothing is due before the schedule ends.
+        let next = if s > 0.0 {
+            let Some(next) = rates.advance(t, gaps.next_gap() / s) else {
+                break;
+            };
+            Some(next)
+        } else {
+            None
         };
-        let due = origin + secs(next);
+        let due = next.map_or(end, |n| origin + secs(n));
         tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => return,
@@ -499,6 +490,7 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
             }
             _ = sleep_until(due) => {}
         }
+        let Some(next) = next else { break };
         t = next;
         let class = classes.as_ref().map_or(0, |w| w.sample(&mut rng));
         let permit = tokio::select! {
