@@ -34,6 +34,18 @@ struct Setup<'a> {
     host: Option<String>,
 }
 
+/// The usual cluster: two workers, no extra environment, the simulator as
+/// the target; tests name what differs and take the rest from here.
+const TWO_WORKERS: Setup<'static> = Setup {
+    name: "",
+    sim_args: &[],
+    scenarios_yaml: "",
+    master_args: &[],
+    workers: 2,
+    worker_env: &[],
+    host: None,
+};
+
 fn start(s: Setup) -> Cluster {
     let dir = test_dir(s.name);
     let log = dir.join("sim-requests.jsonl");
@@ -157,9 +169,7 @@ fn web_ui_runs_count_exactly_what_the_simulator_served_and_time_it_right() {
         ],
         scenarios_yaml: TWO_SCENARIOS,
         master_args: &["--stop-timeout", "30"],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     c.wait_workers_ready();
     for run in 0..2 {
@@ -299,9 +309,7 @@ fn each_failure_kind_is_counted_once_on_the_master() {
             "--csv",
             "out",
         ],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     let code = c.wait_master(Duration::from_secs(90));
     assert!(code.is_some(), "{}", c.logs());
@@ -382,9 +390,7 @@ fn ramp_up_is_smooth_and_ramp_down_cuts_no_stream() {
         sim_args: &["--ttft-ms", "20", "--tpot-ms", "20", "--batch-slowdown", "0"],
         scenarios_yaml: yaml,
         master_args: &["--llm-no-warmup", "--stop-timeout", "30"],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     c.wait_workers_ready();
     let (status, body) = http::post_form(c.web_port, "/swarm", "user_count=24&spawn_rate=4").unwrap();
@@ -452,9 +458,7 @@ fn open_loop_phases_hold_the_cluster_rate() {
             "constant",
             "--llm-no-warmup",
         ],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     // The run ends by itself when the last phase is over, long before -t.
     let code = c.wait_master(Duration::from_secs(150));
@@ -481,9 +485,7 @@ fn error_limit_stops_the_run_with_the_reason_on_the_master() {
         sim_args: &["--ttft-ms", "2", "--tpot-ms", "1", "--fault-500", "0.5", "--seed", "1"],
         scenarios_yaml: yaml,
         master_args: &["--headless", "-u", "4", "-r", "4", "-t", "120s", "--llm-no-warmup"],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     let code = c.wait_master(Duration::from_secs(100));
     assert_ne!(code, Some(0), "{}", c.logs());
@@ -502,9 +504,8 @@ fn failed_warm_up_stops_the_run_before_any_load() {
         sim_args: &[],
         scenarios_yaml: TWO_SCENARIOS,
         master_args: &["--headless", "-u", "10", "-r", "10", "-t", "120s", "--csv", "out"],
-        workers: 2,
-        worker_env: &[],
         host: Some(format!("http://127.0.0.1:{dead}")),
+        ..TWO_WORKERS
     });
     let code = c.wait_master(Duration::from_secs(100));
     assert_ne!(code, Some(0), "{}", c.logs());
@@ -555,9 +556,8 @@ fn api_key_never_leaves_the_worker() {
             "--html",
             "report.html",
         ],
-        workers: 2,
         worker_env: &[("TS_TEST_API_KEY", KEY), ("TOKENSWARM_LOG", "trace")],
-        host: None,
+        ..TWO_WORKERS
     });
     c.wait_master(Duration::from_secs(60));
     for w in &mut c.workers {
@@ -612,9 +612,7 @@ fn headless_end_counts_the_streams_it_cuts_and_exits_zero() {
             "--expect-workers-max-wait",
             "30",
         ],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     let code = c.wait_master(Duration::from_secs(60));
     for w in &mut c.workers {
@@ -664,9 +662,7 @@ fn output_token_budget_stops_the_run() {
             "--llm-output-token-budget",
             "2000",
         ],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     let code = c.wait_master(Duration::from_secs(100));
     assert_ne!(code, Some(0), "{}", c.logs());
@@ -684,9 +680,7 @@ fn sigterm_flushes_the_workers_stats_before_it_leaves() {
         sim_args: &["--ttft-ms", "5", "--tpot-ms", "2"],
         scenarios_yaml: TWO_SCENARIOS,
         master_args: &["--stop-timeout", "30"],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     let mut c = c;
     c.wait_workers_ready();
@@ -725,9 +719,7 @@ fn output_divergence_is_warned_once_and_counted() {
         sim_args: &["--ttft-ms", "2", "--tpot-ms", "1", "--natural-output", "10"],
         scenarios_yaml: yaml,
         master_args: &["--headless", "-u", "2", "-r", "2", "-t", "4s", "--csv", "out"],
-        workers: 2,
-        worker_env: &[],
-        host: None,
+        ..TWO_WORKERS
     });
     c.wait_master(Duration::from_secs(60));
     let out = c.master.output();
