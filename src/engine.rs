@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
 use crate::load::{Controller, LagSink, LoadPlan, Task};
-use crate::metrics::{Recorder, Window};
+use crate::metrics::Recorder;
 use crate::outcome::FailureKind;
 use crate::scenario::{LoadMode, TestConfig};
 
@@ -294,10 +294,6 @@ impl Engine {
     /// The metrics handle; outlives the engine until the final report.
     pub fn recorder(&self) -> Recorder {
         self.recorder.clone()
-    }
-
-    pub fn take_window(&self) -> Window {
-        self.recorder.take()
     }
 
     /// Stops the run: in-flight requests get `grace`, then are cancelled

@@ -44,16 +44,20 @@ impl Sim {
             .unwrap();
     }
 
-    /// POST JSON; returns (status, headers, body).
-    pub async fn post(&self, path: &str, body: &str) -> (u16, reqwest::header::HeaderMap, String) {
-        let r = self
-            .client
+    /// POSTs a JSON body; the response is not read yet.
+    async fn send_json(&self, path: &str, body: &str) -> reqwest::Response {
+        self.client
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// POST JSON; returns (status, headers, body).
+    pub async fn post(&self, path: &str, body: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = self.send_json(path, body).await;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         (status, headers, r.text().await.unwrap())
@@ -71,14 +75,7 @@ impl Sim {
 
     /// Streams a request and records when each SSE event was complete.
     pub async fn stream(&self, path: &str, body: &serde_json::Value) -> Streamed {
-        let mut r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let mut r = self.send_json(path, &body.to_string()).await;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let mut buf = String::new();
