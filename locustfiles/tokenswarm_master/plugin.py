@@ -52,6 +52,7 @@ class State:
         self.environment = None
         self.budget_used = {}
         self.run_token = None
+        self.flushed = set()  # workers that answered tokenswarm_flush
 
     def doc(self):
         return render.document(self)
@@ -122,6 +123,36 @@ def _stop_run(environment, reason, quit_process=None):
             runner.stop()
 
     gevent.spawn(stop)
+
+
+FLUSH_WAIT_S = 15.0
+
+
+def flush_workers(runner, state, wait_s=FLUSH_WAIT_S):
+    """Asks every still-running worker for its final stats and waits for them.
+
+    Locust's master, quitting, sends `quit` and waits only 0.5 s for final
+    stats; a worker ending thousands of streams on a busy machine can miss
+    that, and its last requests would be lost. `quit()` fires `test_stop`
+    before it sends `quit`, so this listener runs first: each running worker
+    gets `tokenswarm_flush`, ends its requests, sends its stats and then
+    `tokenswarm_flushed` on the same connection (so the stats are merged by
+    the time the answer is seen). A worker that does not answer within
+    `wait_s` (a Python worker, a dead one) is not waited for longer. After a
+    normal stop the workers are stopped already and nothing is sent."""
+    pending = {c.id for c in runner.clients.all if c.state in (STATE_RUNNING, STATE_SPAWNING)}
+    if not pending:
+        return set()
+    state.flushed = set()
+    for node_id in pending:
+        runner.send_message("tokenswarm_flush", {}, client_id=node_id)
+    deadline = time.monotonic() + wait_s
+    while not pending <= state.flushed and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    missing = pending - state.flushed
+    if missing:
+        logger.warning(f"tokenswarm: no final stats from {sorted(missing)} within {wait_s:.0f} s; their last requests may be missing")
+    return missing
 
 
 def budget_reached(cfg, counts):
@@ -247,6 +278,10 @@ def install(environment, state):
             logger.error(f"tokenswarm: run ABORTED by worker {msg.node_id}: {reason}")
             _stop_run(environment, reason)
 
+    def on_flushed(environment, msg, **_kw):
+        state.flushed.add(msg.node_id)
+
+    runner.register_message("tokenswarm_flushed", on_flushed)
     runner.register_message("tokenswarm_warning", on_warning)
     runner.register_message("tokenswarm_abort", on_abort)
 
@@ -403,6 +438,11 @@ def setup(scenarios_path, user_class_names, events=default_events):
             state.aggregator.merge_report(data["llm"])
             _count_budget_tokens(state, data["llm"])
             _enforce_budgets(state)
+
+    @events.test_stop.add_listener
+    def _test_stop(environment, **_kw):
+        if isinstance(environment.runner, MasterRunner):
+            flush_workers(environment.runner, state)
 
     @events.quitting.add_listener
     def _quitting(environment, **_kw):

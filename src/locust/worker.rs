@@ -40,6 +40,13 @@ const READY_RETRY: Duration = Duration::from_secs(5);
 /// On `quit` the master waits only 0.5 s for final stats: in-flight
 /// requests get this long to finish, then are cancelled and counted.
 const QUIT_GRACE: Duration = Duration::from_millis(100);
+/// The master plugin's request before it quits (see `locustfiles/
+/// tokenswarm_master/plugin.py`): Locust's master waits only 0.5 s after
+/// `quit` for final stats, too little for thousands of in-flight requests
+/// on a busy machine, so the plugin asks first and waits for [`FLUSHED`].
+const FLUSH: &str = "tokenswarm_flush";
+/// Our answer to [`FLUSH`], sent after the final stats.
+const FLUSHED: &str = "tokenswarm_flushed";
 /// After the final stats, the socket stays open this long before exit.
 const LINGER: Duration = Duration::from_millis(300);
 /// Events from users waiting for the loop; when full, users wait.
@@ -395,6 +402,19 @@ impl Worker {
             MasterMsg::Reconnect => return Ok(Some(SessionEnd::Lost("the master asked us to reconnect".into()))),
             MasterMsg::SpawningComplete { user_count } => info!(?user_count, "the master reports the ramp complete"),
             MasterMsg::UpdateUserClass => warn!("update_user_class from the web UI is not supported; ignored"),
+            MasterMsg::Custom { kind, .. } if kind == FLUSH => {
+                // The master plugin is about to quit and waits for this
+                // answer: end every request now, report them all, then say
+                // so on the same connection (ordered after the stats).
+                info!("the master is ending the run: final stats before its quit");
+                self.wind_down(QUIT_GRACE).await;
+                conn.send(&self.stats_message()).await?;
+                conn.send(&WorkerMsg::Custom {
+                    kind: FLUSHED.into(),
+                    data: serde_json::json!({}),
+                })
+                .await?;
+            }
             MasterMsg::Custom { kind, data } => info!(kind, %data, "custom message from the master (no handler)"),
         }
         Ok(None)
