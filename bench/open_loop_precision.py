@@ -52,7 +52,7 @@ def line_residuals(times):
 
 
 def gap_stats(times, ideal):
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     if len(gaps) < 2:
         return None
     dev = [g - ideal for g in gaps]

@@ -11,6 +11,7 @@
 //!   `quit` and waits only about 0.5 s for the final stats): the same;
 //! - open loop at 1,667 req/s (100k requests per minute) until the run time
 //!   ends: the same.
+//!
 //! Counts only; nothing here asserts a duration.
 
 mod common;

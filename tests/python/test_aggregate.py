@@ -3,9 +3,9 @@
 import os
 import types
 
+import llm_reports
 import pytest
 
-import llm_reports
 from conftest import REPO
 from tokenswarm_master import config, render
 from tokenswarm_master.aggregate import Aggregator, Dist

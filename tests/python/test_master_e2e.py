@@ -7,6 +7,7 @@ import json
 import time
 
 import llm_reports
+
 from conftest import http_get, http_post, log_text, received, wait_for, wait_for_url
 
 EXPECTED_REQUESTS = 14  # all windows of llm_reports, both workers

@@ -51,7 +51,7 @@ def sim():
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.05)
     yield base
     proc.terminate()

@@ -5,10 +5,10 @@ from the workers' reports, and a screenshot is saved to tests/artifacts/."""
 
 import json
 import os
-import subprocess
+
+from test_web_screenshots import browse, chromium
 
 from conftest import ARTIFACTS, REPO, free_port, http_get, http_post, wait_for, wait_for_url
-from test_web_screenshots import browse, chromium
 
 BINARY = os.environ.get("TOKENSWARM_BIN") or os.path.join(REPO, "target", "release", "tokenswarm")
 
