@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
+use crate::load::saturation::{self, SaturationFeed};
 use crate::load::{Controller, LagSink, LoadPlan, Task};
 use crate::metrics::Recorder;
 use crate::outcome::FailureKind;
@@ -43,6 +44,9 @@ pub enum EngineEvent {
     Abort { reason: String },
     /// A Locust `exception` message.
     Exception { msg: String, traceback: String },
+    /// This worker cannot keep up: its timings are not valid (once per run;
+    /// see [`crate::load::saturation`]).
+    Saturated { reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,16 +140,19 @@ impl Task for LlmTask {
     }
 }
 
-/// Scheduler lateness goes to the scenario's `lag` distribution.
-struct RecorderLag(Recorder);
+/// Scheduler lateness goes to the scenario's `lag` distribution and to the
+/// saturation probe.
+struct RecorderLag(Recorder, Arc<SaturationFeed>);
 
 impl LagSink for RecorderLag {
     fn record_lag(&self, class: usize, lag: Duration) {
         self.0.record_lag(class, lag);
+        self.1.record_start(lag);
     }
 
     fn record_unsent(&self, class: usize, n: u64) {
         self.0.record_unsent(class, n);
+        self.1.record_unsent(n);
     }
 }
 
@@ -170,6 +177,8 @@ pub struct Engine {
     phase: Phase,
     /// Cancels warm-up requests when the run stops early.
     warmup_cancel: CancellationToken,
+    /// Ends the saturation probe with the engine.
+    _probe: tokio_util::sync::DropGuard,
 }
 
 impl Engine {
@@ -211,10 +220,17 @@ impl Engine {
             open_loop,
             error_window: ErrorWindow::from_safety(&config.safety).map(Mutex::new),
             aborted: AtomicBool::new(false),
-            events,
+            events: events.clone(),
+        });
+        let feed = Arc::new(SaturationFeed::default());
+        let probe_cancel = CancellationToken::new();
+        saturation::spawn_probe(feed.clone(), probe_cancel.clone(), move |reason| {
+            tokio::spawn(async move {
+                let _ = events.send(EngineEvent::Saturated { reason }).await;
+            });
         });
         let plan = LoadPlan::from_config(&config, ctx.seed, ctx.stop_timeout);
-        let controller = Controller::with_lag_sink(task.clone(), plan, Arc::new(RecorderLag(recorder.clone())));
+        let controller = Controller::with_lag_sink(task.clone(), plan, Arc::new(RecorderLag(recorder.clone(), feed)));
         let warmup_cancel = CancellationToken::new();
         let phase = if config.safety.warmup {
             Phase::WarmingUp {
@@ -231,6 +247,7 @@ impl Engine {
             recorder,
             phase,
             warmup_cancel,
+            _probe: probe_cancel.drop_guard(),
         })
     }
 

@@ -53,6 +53,7 @@ class State:
         self.budget_used = {}
         self.run_token = None
         self.flushed = set()  # workers that answered tokenswarm_flush
+        self.saturated = {}  # worker id -> why it could not keep up (this run)
 
     def doc(self):
         return render.document(self)
@@ -60,6 +61,7 @@ class State:
     def new_run(self):
         self.aggregator.reset()
         self.warnings, self._warned, self.abort, self.config_error = [], set(), None, None
+        self.saturated = {}
         self.budget_used = {}
 
 
@@ -239,6 +241,24 @@ def _exit_code_ignoring_cancellations(environment):
     environment.process_exit_code = 0
 
 
+SATURATED_EXIT_CODE = 4
+
+
+def _exit_code_when_saturated(environment, state):
+    """A run whose numbers a saturated worker measured is not a clean run:
+    exit 4 where it would otherwise exit 0 (a run that fails for other
+    reasons keeps its own code)."""
+    runner = environment.runner
+    if not state.saturated or not isinstance(runner, MasterRunner):
+        return
+    clean = environment.process_exit_code == 0 or (
+        environment.process_exit_code is None and not runner.errors and not runner.exceptions
+    )
+    if clean:
+        logger.warning(f"tokenswarm: exit code {SATURATED_EXIT_CODE}: saturated workers {sorted(state.saturated)}")
+        environment.process_exit_code = SATURATED_EXIT_CODE
+
+
 def install(environment, state):
     """Hooks one master environment (called from the `init` event)."""
     runner = environment.runner
@@ -277,6 +297,15 @@ def install(environment, state):
             state.abort = {"reason": reason, "worker": msg.node_id}
             logger.error(f"tokenswarm: run ABORTED by worker {msg.node_id}: {reason}")
             _stop_run(environment, reason)
+
+    def on_saturated(environment, msg, **_kw):
+        reason = str((msg.data or {}).get("reason", "no reason given"))
+        if msg.node_id not in state.saturated:
+            state.saturated[msg.node_id] = reason
+            logger.warning(f"tokenswarm: worker {msg.node_id} is saturated: {reason}. Its timings are not valid "
+                           "from here on: lower the load per worker or add workers")
+
+    runner.register_message("tokenswarm_saturated", on_saturated)
 
     def on_flushed(environment, msg, **_kw):
         state.flushed.add(msg.node_id)
@@ -447,6 +476,7 @@ def setup(scenarios_path, user_class_names, events=default_events):
     @events.quitting.add_listener
     def _quitting(environment, **_kw):
         _exit_code_ignoring_cancellations(environment)
+        _exit_code_when_saturated(environment, state)
 
     @events.reset_stats.add_listener
     def _reset(**_kw):

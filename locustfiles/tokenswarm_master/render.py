@@ -62,6 +62,7 @@ def document(state, now=None):
         "total": scenario_summary(agg.total, now, span),
         "warnings": list(state.warnings),
         "abort": state.abort,
+        "saturated": [{"worker": w, "reason": r} for w, r in sorted(getattr(state, "saturated", {}).items())],
         "config_error": state.config_error,
         "reports_merged": agg.reports,
     }
@@ -105,6 +106,9 @@ def table_rows(doc):
         row("Total", "ABORTED", f"run aborted by {doc['abort'].get('worker', '?')}: {doc['abort']['reason']}")
     if doc.get("config_error"):
         row("Total", "NOT STARTED", doc["config_error"])
+    for sat in doc.get("saturated", []):
+        row("Total", "SATURATED", f"worker {sat['worker']} could not keep up, its timings are not valid: "
+            f"{sat['reason']}")
     sections = list(doc["scenarios"].items()) + [("Total", doc["total"])]
     for name, s in sections:
         for m in SHOWN:
@@ -144,7 +148,8 @@ def csv_text(doc):
     header = ["Scenario", *CSV_COUNTERS, "goodput_rps", "goodput_pct", "out_tps_current", "out_tps_total"]
     for m in SHOWN + ("queue", "lag"):
         header += [f"{m}_{k}" for k in ("count", "avg_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")]
-    header.append("failure_kinds")
+    header += ["failure_kinds", "saturated_workers"]
+    saturated = ";".join(f"{x['worker']}: {x['reason']}" for x in doc.get("saturated", []))
     w.writerow(header)
     for name, s in list(doc["scenarios"].items()) + [("Aggregated", doc["total"])]:
         line = [name, *(s[k] for k in CSV_COUNTERS), s["goodput_rps"], _blank(s["goodput_pct"]),
@@ -153,7 +158,7 @@ def csv_text(doc):
             d = s["metrics"].get(m, {})
             line += [_blank(d.get(k)) for k in ("count", "avg_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms",
                                                  "p99_ms", "max_ms")]
-        line.append(";".join(f"{k}={v}" for k, v in s["failure_kinds"].items()))
+        line += [";".join(f"{k}={v}" for k, v in s["failure_kinds"].items()), saturated]
         w.writerow(line)
     return out.getvalue()
 
@@ -203,6 +208,8 @@ def console_lines(doc):
         lines.append(f"WARNING [{w.get('scenario')}]: {w['message']}")
     if doc.get("abort"):
         lines.append(f"ABORTED: {doc['abort']['reason']}")
+    for sat in doc.get("saturated", []):
+        lines.append(f"SATURATED: worker {sat['worker']}, timings not valid: {sat['reason']}")
     return lines
 
 
@@ -283,6 +290,9 @@ def summary_tables_html(doc):
         out.append(f'<p class="abort">Run aborted: {html.escape(doc["abort"]["reason"])}</p>')
     if doc.get("config_error"):
         out.append(f'<p class="abort">Not started: {html.escape(doc["config_error"])}</p>')
+    for sat in doc.get("saturated", []):
+        out.append(f'<p class="abort">Saturated: worker {html.escape(sat["worker"])} could not keep up, its '
+                   f'timings are not valid: {html.escape(sat["reason"])}</p>')
     out.append("<table><tr><th>Scenario</th><th>Metric</th><th>Count</th><th>p50 ms</th><th>p90 ms</th>"
                "<th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>avg ms</th></tr>")
     sections = list(doc["scenarios"].items()) + [("Total", doc["total"])]

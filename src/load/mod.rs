@@ -9,6 +9,8 @@
 //!   per-class user targets into running users (closed loop) or a share of
 //!   the cluster's arrival rate (open loop).
 //! - [`arrivals`]: the open-loop rate curve and inter-arrival draws (pure).
+//! - [`saturation`]: whether this worker keeps up (runtime and scheduler
+//!   lag), reported to the master when it does not.
 //! - [`safety`]: error-rate and token-budget trip wires, and a pre-run token
 //!   estimate for open-loop tests.
 //!
@@ -21,6 +23,7 @@
 pub mod arrivals;
 pub mod controller;
 pub mod safety;
+pub mod saturation;
 
 use std::future::Future;
 use std::time::Duration;

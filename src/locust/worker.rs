@@ -542,6 +542,15 @@ impl Worker {
                 })
                 .await
             }
+            EngineEvent::Saturated { reason } => {
+                warn!("this worker is saturated, its timings are not valid: {reason}");
+                let data = serde_json::json!({ "reason": reason });
+                conn.send(&WorkerMsg::Custom {
+                    kind: "tokenswarm_saturated".into(),
+                    data,
+                })
+                .await
+            }
             EngineEvent::Abort { reason } => {
                 error!("stopping the run: {reason}");
                 let data = serde_json::json!({ "reason": reason });
