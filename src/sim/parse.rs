@@ -116,19 +116,14 @@ pub struct Req {
 }
 
 /// One field of the body as it was sent.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum Field<T> {
+    #[default]
     Absent,
     Null,
     Ok(T),
     /// Another JSON type came; its name, for the error message.
     Wrong(&'static str),
-}
-
-impl<T> Default for Field<T> {
-    fn default() -> Self {
-        Field::Absent
-    }
 }
 
 /// A type a [`Field`] can hold: which JSON values it accepts.
