@@ -26,7 +26,7 @@ enum Command {
     /// Join a Locust master and run the LLM load it distributes.
     Worker(WorkerArgs),
     /// Run the built-in OpenAI/Anthropic-compatible LLM server simulator.
-    Sim(tokenswarm::sim::SimArgs),
+    Sim(Box<tokenswarm::sim::SimArgs>),
     /// Validate a scenarios file and print what it defines.
     Check {
         /// Path to the scenarios YAML file.
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             }
-            Command::Sim(args) => tokenswarm::sim::run(args).await.map_err(anyhow::Error::from),
+            Command::Sim(args) => tokenswarm::sim::run(*args).await.map_err(anyhow::Error::from),
             Command::Check { file } => {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let cfg = TestConfig::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

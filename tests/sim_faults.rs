@@ -67,7 +67,7 @@ fn bounds() -> (f64, f64) {
 async fn run_fault(cfg: SimConfig, path: &str, expect: Seen, stat_key: &str) {
     let sim = Sim::start(SimConfig {
         seed: 42,
-        stall_s: 0.1,
+        stall: std::time::Duration::from_millis(100),
         ..cfg
     })
     .await;

@@ -1,11 +1,28 @@
 //! Request parsing and validation, and error bodies shaped like the real APIs'.
+//!
+//! The body is deserialized into typed structs (strings borrowed from the
+//! body where they need no unescaping, unknown fields skipped, no JSON tree
+//! built). Each field is a [`Field`]: absent, null, of the expected type, or
+//! of another type whose name is kept, so deserialization fails only on
+//! malformed JSON and validation then answers a 400 that names the field,
+//! worded as the real API words it. A model name is at most
+//! [`MAX_MODEL_BYTES`] long (it is echoed in every chunk and logged).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::cache::count_and_hash;
+
+/// Longest model name accepted, bytes.
+pub const MAX_MODEL_BYTES: usize = 256;
 
 /// Which API a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +82,7 @@ impl ApiError {
     fn anthropic_kind(&self) -> &'static str {
         match self.status {
             400 => "invalid_request_error",
+            413 => "request_too_large",
             429 => "rate_limit_error",
             503 | 529 => "overloaded_error",
             _ => "api_error",
@@ -97,25 +115,276 @@ pub struct Req {
     pub block_hashes: Vec<u64>,
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// One field of the body as it was sent.
+#[derive(Debug, Default)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Ok(T),
+    /// Another JSON type came; its name, for the error message.
+    Wrong(&'static str),
+}
+
+/// A type a [`Field`] can hold: which JSON values it accepts.
+trait Kind<'de>: Sized {
+    /// Whether strings are accepted (so a wrong-typed string is not copied).
+    const STR: bool = false;
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_int(_: i128) -> Option<Self> {
+        None
+    }
+    fn from_str(_: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
     }
 }
 
-fn wrong_type(api: Api, field: &'static str, expected: &str, got: &Value) -> ApiError {
+impl<'de, T: Kind<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor(PhantomData))
+    }
+}
+
+struct FieldVisitor<T>(PhantomData<T>);
+
+fn field<T>(v: Option<T>, got: &'static str) -> Field<T> {
+    v.map_or(Field::Wrong(got), Field::Ok)
+}
+
+impl<'de, T: Kind<'de>> Visitor<'de> for FieldVisitor<T> {
+    type Value = Field<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Field<T>, E> {
+        Ok(field(T::from_bool(v), "a boolean"))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field<T>, E> {
+        Ok(field(T::from_int(v.into()), "an integer"))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field<T>, E> {
+        Ok(field(T::from_int(v.into()), "an integer"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Field<T>, E> {
+        Ok(Field::Wrong("a number"))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<T>, E> {
+        Ok(field(T::from_str(Cow::Borrowed(v)), "a string"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field<T>, E> {
+        if !T::STR {
+            return Ok(Field::Wrong("a string"));
+        }
+        Ok(field(T::from_str(Cow::Owned(v.to_owned())), "a string"))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Field<T>, E> {
+        Ok(field(T::from_str(Cow::Owned(v)), "a string"))
+    }
+    fn visit_unit<E>(self) -> Result<Field<T>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field<T>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<T>, A::Error> {
+        Ok(field(T::from_seq(seq)?, "an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
+        Ok(field(T::from_map(map)?, "an object"))
+    }
+}
+
+impl Kind<'_> for bool {
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(b)
+    }
+}
+
+impl Kind<'_> for i128 {
+    fn from_int(i: i128) -> Option<Self> {
+        Some(i)
+    }
+}
+
+impl<'de: 'a, 'a> Kind<'de> for Cow<'a, str> {
+    const STR: bool = true;
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(s)
+    }
+}
+
+/// Any object (only its presence matters).
+#[derive(Debug)]
+struct AnyObject;
+
+impl<'de> Kind<'de> for AnyObject {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Some(AnyObject))
+    }
+}
+
+impl<'de, T: Kind<'de>> Kind<'de> for Vec<Field<T>> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut v = Vec::new();
+        while let Some(x) = seq.next_element::<Field<T>>()? {
+            v.push(x);
+        }
+        Ok(Some(v))
+    }
+}
+
+/// Implements [`Kind`] for a derived struct: it is accepted as a JSON object.
+macro_rules! object_kind {
+    ($t:ident) => {
+        impl<'de: 'a, 'a> Kind<'de> for $t<'a> {
+            fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+                $t::deserialize(MapAccessDeserializer::new(map)).map(Some)
+            }
+        }
+    };
+}
+
+/// The fields of all three APIs' bodies that the simulator reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RequestBody<'a> {
+    #[serde(borrow)]
+    model: Field<Cow<'a, str>>,
+    stream: Field<bool>,
+    stream_options: Field<StreamOptions>,
+    max_tokens: Field<i128>,
+    max_completion_tokens: Field<i128>,
+    ignore_eos: Field<bool>,
+    min_tokens: Field<i128>,
+    #[serde(borrow)]
+    system: Field<Content<'a>>,
+    #[serde(borrow)]
+    messages: Field<Vec<Field<Message<'a>>>>,
+    #[serde(borrow)]
+    prompt: Field<Prompt<'a>>,
+    #[serde(borrow)]
+    reasoning_effort: Field<Cow<'a, str>>,
+    reasoning: Field<AnyObject>,
+    #[serde(borrow)]
+    thinking: Field<Thinking<'a>>,
+}
+
+object_kind!(RequestBody);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StreamOptions {
+    include_usage: Field<bool>,
+}
+
+impl<'de> Kind<'de> for StreamOptions {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        StreamOptions::deserialize(MapAccessDeserializer::new(map)).map(Some)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Thinking<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Field<Cow<'a, str>>,
+}
+object_kind!(Thinking);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Field<Content<'a>>,
+}
+object_kind!(Message);
+
+/// A message `content` (or Anthropic `system`): a string or an array of parts.
+#[derive(Debug)]
+enum Content<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<Field<Part<'a>>>),
+}
+
+impl<'de: 'a, 'a> Kind<'de> for Content<'a> {
+    const STR: bool = true;
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Content::Text(s))
+    }
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        Ok(Vec::<Field<Part<'a>>>::from_seq(seq)?.map(Content::Parts))
+    }
+}
+
+/// A content part: a bare string, or an object with `text` and (Anthropic
+/// tool results) nested `content`.
+#[derive(Debug)]
+enum Part<'a> {
+    Text(Cow<'a, str>),
+    Object(PartObject<'a>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PartObject<'a> {
+    #[serde(borrow)]
+    text: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Field<Content<'a>>,
+}
+
+impl<'de: 'a, 'a> Kind<'de> for Part<'a> {
+    const STR: bool = true;
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Part::Text(s))
+    }
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        PartObject::deserialize(MapAccessDeserializer::new(map)).map(|p| Some(Part::Object(p)))
+    }
+}
+
+/// A completions `prompt`: a string or an array of strings.
+#[derive(Debug)]
+enum Prompt<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'de: 'a, 'a> Kind<'de> for Prompt<'a> {
+    const STR: bool = true;
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Prompt::One(s))
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut all = Some(Vec::new());
+        while let Some(x) = seq.next_element::<Field<Cow<'a, str>>>()? {
+            match (x, &mut all) {
+                (Field::Ok(s), Some(v)) => v.push(s),
+                _ => all = None,
+            }
+        }
+        Ok(all.map(Prompt::Many))
+    }
+}
+
+fn wrong_type(api: Api, field: &'static str, expected: &str, got: &str) -> ApiError {
     let msg = match api {
-        Api::Messages => format!("{field}: Input should be {expected}, got {}", type_name(got)),
-        _ => format!(
-            "Invalid type for '{field}': expected {expected}, but got {} instead.",
-            type_name(got)
-        ),
+        Api::Messages => format!("{field}: Input should be {expected}, got {got}"),
+        _ => format!("Invalid type for '{field}': expected {expected}, but got {got} instead."),
     };
     ApiError::bad(Some(field), msg)
 }
@@ -128,70 +397,108 @@ fn missing(api: Api, field: &'static str) -> ApiError {
     ApiError::bad(Some(field), msg)
 }
 
-fn opt_bool(api: Api, o: &Map<String, Value>, field: &'static str) -> Result<bool, ApiError> {
-    match o.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(wrong_type(api, field, "a boolean", v)),
+fn opt_bool(api: Api, f: &Field<bool>, field: &'static str) -> Result<bool, ApiError> {
+    match f {
+        Field::Absent | Field::Null => Ok(false),
+        Field::Ok(b) => Ok(*b),
+        Field::Wrong(got) => Err(wrong_type(api, field, "a boolean", got)),
     }
 }
 
-fn opt_int(api: Api, o: &Map<String, Value>, field: &'static str, min: i64) -> Result<Option<u64>, ApiError> {
-    match o.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(i) if i >= min => Ok(Some(i as u64)),
-            Some(i) => Err(ApiError::bad(
-                Some(field),
-                match api {
-                    Api::Messages => format!("{field}: Input should be greater than or equal to {min}, got {i}"),
-                    _ => format!(
-                        "Invalid '{field}': integer below minimum value. Expected a value >= {min}, but got {i} instead."
-                    ),
-                },
-            )),
-            None => match n.as_u64() {
-                Some(u) => Ok(Some(u)),
-                None => Err(wrong_type(api, field, "an integer", &Value::Number(n.clone()))),
+fn opt_int(api: Api, f: &Field<i128>, field: &'static str, min: i64) -> Result<Option<u64>, ApiError> {
+    match f {
+        Field::Absent | Field::Null => Ok(None),
+        Field::Ok(i) if *i >= i128::from(min) => Ok(Some(u64::try_from(*i).unwrap_or(u64::MAX))),
+        Field::Ok(i) => Err(ApiError::bad(
+            Some(field),
+            match api {
+                Api::Messages => format!("{field}: Input should be greater than or equal to {min}, got {i}"),
+                _ => format!(
+                    "Invalid '{field}': integer below minimum value. Expected a value >= {min}, but got {i} instead."
+                ),
             },
-        },
-        Some(v) => Err(wrong_type(api, field, "an integer", v)),
+        )),
+        Field::Wrong(got) => Err(wrong_type(api, field, "an integer", got)),
     }
 }
 
 /// Collects the text of a message `content` (a string or an array of parts).
-fn content_texts<'a>(api: Api, field: &'static str, v: &'a Value, out: &mut Vec<&'a str>) -> Result<(), ApiError> {
-    match v {
-        Value::String(s) => out.push(s),
-        Value::Null if api != Api::Messages => {}
-        Value::Array(parts) => {
+fn content_texts<'a>(
+    api: Api,
+    field: &'static str,
+    c: &'a Content<'_>,
+    out: &mut Vec<&'a str>,
+) -> Result<(), ApiError> {
+    match c {
+        Content::Text(s) => out.push(s),
+        Content::Parts(parts) => {
             for p in parts {
                 match p {
-                    Value::Object(po) => {
-                        if let Some(t) = po.get("text") {
-                            match t {
-                                Value::String(s) => out.push(s),
-                                other => return Err(wrong_type(api, field, "a string in 'text'", other)),
-                            }
+                    Field::Ok(Part::Text(s)) => out.push(s),
+                    Field::Ok(Part::Object(po)) => {
+                        match &po.text {
+                            Field::Absent => {}
+                            Field::Ok(s) => out.push(s),
+                            Field::Null => return Err(wrong_type(api, field, "a string in 'text'", "null")),
+                            Field::Wrong(got) => return Err(wrong_type(api, field, "a string in 'text'", got)),
                         }
                         // Anthropic tool results may nest content.
-                        if let Some(c @ (Value::String(_) | Value::Array(_))) = po.get("content") {
+                        if let Field::Ok(c) = &po.content {
                             content_texts(api, field, c, out)?;
                         }
                     }
-                    Value::String(s) => out.push(s),
-                    other => return Err(wrong_type(api, field, "an object", other)),
+                    Field::Absent | Field::Null => return Err(wrong_type(api, field, "an object", "null")),
+                    Field::Wrong(got) => return Err(wrong_type(api, field, "an object", got)),
                 }
             }
         }
-        other => return Err(wrong_type(api, field, "a string or an array of content parts", other)),
     }
     Ok(())
 }
 
+/// A `content` or `system` field: `null` is allowed where `null_ok`.
+fn content_field<'a>(
+    api: Api,
+    field: &'static str,
+    f: &'a Field<Content<'_>>,
+    null_ok: bool,
+    out: &mut Vec<&'a str>,
+) -> Result<(), ApiError> {
+    const EXPECTED: &str = "a string or an array of content parts";
+    match f {
+        Field::Ok(c) => content_texts(api, field, c, out),
+        Field::Absent => Ok(()),
+        Field::Null if null_ok => Ok(()),
+        Field::Null => Err(wrong_type(api, field, EXPECTED, "null")),
+        Field::Wrong(got) => Err(wrong_type(api, field, EXPECTED, got)),
+    }
+}
+
+fn model_name(api: Api, f: &Field<Cow<'_, str>>) -> Result<String, ApiError> {
+    match f {
+        Field::Absent | Field::Null => Err(missing(api, "model")),
+        Field::Ok(s) if s.is_empty() => Err(ApiError::bad(Some("model"), "model: must not be empty".into())),
+        Field::Ok(s) if s.len() > MAX_MODEL_BYTES => Err(ApiError::bad(
+            Some("model"),
+            match api {
+                Api::Messages => format!(
+                    "model: String should have at most {MAX_MODEL_BYTES} bytes, got {}",
+                    s.len()
+                ),
+                _ => format!(
+                    "Invalid 'model': string too long. Expected a string with maximum length {MAX_MODEL_BYTES}, but got a string with length {} instead.",
+                    s.len()
+                ),
+            },
+        )),
+        Field::Ok(s) => Ok(s.to_string()),
+        Field::Wrong(got) => Err(wrong_type(api, "model", "a string", got)),
+    }
+}
+
 /// Parses and validates a request body.
 pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let top: Field<RequestBody> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(
             None,
             match api {
@@ -200,54 +507,57 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
             },
         )
     })?;
-    let Value::Object(o) = &v else {
-        return Err(ApiError::bad(
-            None,
-            format!("The request body must be a JSON object, got {}.", type_name(&v)),
-        ));
+    let o = match top {
+        Field::Ok(o) => o,
+        Field::Absent | Field::Null => {
+            return Err(ApiError::bad(
+                None,
+                "The request body must be a JSON object, got null.".into(),
+            ));
+        }
+        Field::Wrong(got) => {
+            return Err(ApiError::bad(
+                None,
+                format!("The request body must be a JSON object, got {got}."),
+            ));
+        }
     };
-    let model = match o.get("model") {
-        None | Some(Value::Null) => return Err(missing(api, "model")),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(ApiError::bad(Some("model"), "model: must not be empty".into())),
-        Some(other) => return Err(wrong_type(api, "model", "a string", other)),
-    };
-    let stream = opt_bool(api, o, "stream")?;
-    let include_usage = match o.get("stream_options") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(so)) => match so.get("include_usage") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(wrong_type(api, "stream_options", "a boolean in 'include_usage'", other)),
+    let model = model_name(api, &o.model)?;
+    let stream = opt_bool(api, &o.stream, "stream")?;
+    let include_usage = match &o.stream_options {
+        Field::Absent | Field::Null => false,
+        Field::Ok(so) => match so.include_usage {
+            Field::Absent | Field::Null => false,
+            Field::Ok(b) => b,
+            Field::Wrong(got) => {
+                return Err(wrong_type(api, "stream_options", "a boolean in 'include_usage'", got));
+            }
         },
-        Some(other) => return Err(wrong_type(api, "stream_options", "an object", other)),
+        Field::Wrong(got) => return Err(wrong_type(api, "stream_options", "an object", got)),
     };
-    let mut max_tokens = opt_int(api, o, "max_tokens", 1)?;
+    let mut max_tokens = opt_int(api, &o.max_tokens, "max_tokens", 1)?;
     if api == Api::Chat
-        && let Some(m) = opt_int(api, o, "max_completion_tokens", 1)?
+        && let Some(m) = opt_int(api, &o.max_completion_tokens, "max_completion_tokens", 1)?
     {
         max_tokens = Some(m);
     }
     if api == Api::Messages && max_tokens.is_none() {
         return Err(missing(api, "max_tokens"));
     }
-    let ignore_eos = opt_bool(api, o, "ignore_eos")?;
-    let min_tokens = opt_int(api, o, "min_tokens", 0)?.unwrap_or(0);
+    let ignore_eos = opt_bool(api, &o.ignore_eos, "ignore_eos")?;
+    let min_tokens = opt_int(api, &o.min_tokens, "min_tokens", 0)?.unwrap_or(0);
 
     let mut texts: Vec<&str> = Vec::new();
     let mut wants_reasoning = false;
     match api {
         Api::Chat | Api::Messages => {
             if api == Api::Messages {
-                match o.get("system") {
-                    None | Some(Value::Null) => {}
-                    Some(s) => content_texts(api, "system", s, &mut texts)?,
-                }
+                content_field(api, "system", &o.system, true, &mut texts)?;
             }
-            let msgs = match o.get("messages") {
-                None | Some(Value::Null) => return Err(missing(api, "messages")),
-                Some(Value::Array(a)) => a,
-                Some(other) => return Err(wrong_type(api, "messages", "an array", other)),
+            let msgs = match &o.messages {
+                Field::Absent | Field::Null => return Err(missing(api, "messages")),
+                Field::Ok(a) => a,
+                Field::Wrong(got) => return Err(wrong_type(api, "messages", "an array", got)),
             };
             if msgs.is_empty() {
                 return Err(ApiError::bad(
@@ -259,12 +569,16 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
                 ));
             }
             for m in msgs {
-                let Value::Object(mo) = m else {
-                    return Err(wrong_type(api, "messages", "an array of objects", m));
+                let mo = match m {
+                    Field::Ok(mo) => mo,
+                    Field::Absent | Field::Null => {
+                        return Err(wrong_type(api, "messages", "an array of objects", "null"));
+                    }
+                    Field::Wrong(got) => return Err(wrong_type(api, "messages", "an array of objects", got)),
                 };
-                match mo.get("role") {
-                    Some(Value::String(_)) => {}
-                    None => {
+                match &mo.role {
+                    Field::Ok(_) => {}
+                    Field::Absent => {
                         return Err(ApiError::bad(
                             Some("messages"),
                             match api {
@@ -273,36 +587,32 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
                             },
                         ));
                     }
-                    Some(other) => return Err(wrong_type(api, "messages", "a string in 'role'", other)),
+                    Field::Null => return Err(wrong_type(api, "messages", "a string in 'role'", "null")),
+                    Field::Wrong(got) => return Err(wrong_type(api, "messages", "a string in 'role'", got)),
                 }
-                match mo.get("content") {
-                    Some(c) => content_texts(api, "messages", c, &mut texts)?,
-                    None if api == Api::Messages => {
-                        return Err(ApiError::bad(
-                            Some("messages"),
-                            "messages.content: Field required".into(),
-                        ));
-                    }
-                    None => {}
+                if api == Api::Messages && matches!(mo.content, Field::Absent) {
+                    return Err(ApiError::bad(
+                        Some("messages"),
+                        "messages.content: Field required".into(),
+                    ));
                 }
+                content_field(api, "messages", &mo.content, api != Api::Messages, &mut texts)?;
             }
             if api == Api::Chat {
-                wants_reasoning = matches!(o.get("reasoning_effort"), Some(Value::String(s)) if s != "none")
-                    || matches!(o.get("reasoning"), Some(Value::Object(_)));
+                wants_reasoning =
+                    matches!(&o.reasoning_effort, Field::Ok(s) if s != "none") || matches!(o.reasoning, Field::Ok(_));
             } else {
-                wants_reasoning = match o.get("thinking") {
-                    Some(Value::Object(t)) => matches!(t.get("type"), Some(Value::String(s)) if s == "enabled"),
-                    _ => false,
-                };
+                wants_reasoning =
+                    matches!(&o.thinking, Field::Ok(t) if matches!(&t.kind, Field::Ok(s) if s == "enabled"));
             }
         }
-        Api::Completions => match o.get("prompt") {
-            None | Some(Value::Null) => return Err(missing(api, "prompt")),
-            Some(Value::String(s)) => texts.push(s),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-                texts.extend(a.iter().filter_map(Value::as_str));
+        Api::Completions => match &o.prompt {
+            Field::Absent | Field::Null => return Err(missing(api, "prompt")),
+            Field::Ok(Prompt::One(s)) => texts.push(s),
+            Field::Ok(Prompt::Many(v)) => texts.extend(v.iter().map(|s| s.as_ref())),
+            Field::Wrong(got) => {
+                return Err(wrong_type(api, "prompt", "a string or an array of strings", got));
             }
-            Some(other) => return Err(wrong_type(api, "prompt", "a string or an array of strings", other)),
         },
     }
     let (prompt_tokens, block_hashes) = count_and_hash(texts.into_iter());
@@ -317,4 +627,81 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
         prompt_tokens,
         block_hashes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(api: Api, body: &str) -> ApiError {
+        parse(api, body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn typed_fields_and_prompt_words() {
+        let r = parse(
+            Api::Chat,
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":9,
+                "messages":[{"role":"system","content":"a b"},{"role":"user","content":[{"type":"text","text":"c\nd e"},"f"]}],
+                "reasoning_effort":"low","unknown":[1,{"x":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.stream, r.include_usage), ("m", true, true));
+        assert_eq!((r.max_tokens, r.prompt_tokens, r.wants_reasoning), (Some(9), 6, true));
+        let r = parse(
+            Api::Messages,
+            br#"{"model":"m","max_tokens":3,"system":[{"type":"text","text":"s"}],"thinking":{"type":"enabled"},
+                "messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"text","text":"t u"}]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.prompt_tokens, r.wants_reasoning), (3, true));
+        let r = parse(
+            Api::Completions,
+            br#"{"model":"m","prompt":["a b","c"],"max_tokens":18446744073709551615}"#,
+        )
+        .unwrap();
+        assert_eq!((r.prompt_tokens, r.max_tokens), (3, Some(u64::MAX)));
+    }
+
+    /// A wrong type names the field and the type that came, in the API's wording.
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = err(
+            Api::Chat,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"9"}"#,
+        );
+        assert_eq!(e.param, Some("max_tokens"));
+        assert_eq!(
+            e.message,
+            "Invalid type for 'max_tokens': expected an integer, but got a string instead."
+        );
+        let e = err(Api::Messages, r#"{"model":"m","max_tokens":1.5,"messages":[]}"#);
+        assert_eq!(e.message, "max_tokens: Input should be an integer, got a number");
+        let e = err(
+            Api::Chat,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"text":7}]}]}"#,
+        );
+        assert_eq!(e.param, Some("messages"));
+        assert!(
+            e.message.contains("'text'") && e.message.contains("an integer"),
+            "{}",
+            e.message
+        );
+        let e = err(Api::Completions, r#"{"model":"m","prompt":[1,2]}"#);
+        assert_eq!((e.param, e.message.contains("got an array")), (Some("prompt"), true));
+        let e = err(Api::Chat, r#"[1,2]"#);
+        assert_eq!(e.message, "The request body must be a JSON object, got an array.");
+        assert!(err(Api::Chat, "{oops").message.contains("could not parse"));
+    }
+
+    /// Issue 13: a model name longer than MAX_MODEL_BYTES is a 400 on `model`.
+    #[test]
+    fn long_model_names_are_rejected() {
+        let ok = format!(r#"{{"model":"{}","prompt":"x"}}"#, "m".repeat(MAX_MODEL_BYTES));
+        assert!(parse(Api::Completions, ok.as_bytes()).is_ok());
+        let long = format!(r#"{{"model":"{}","prompt":"x"}}"#, "m".repeat(MAX_MODEL_BYTES + 1));
+        let e = parse(Api::Completions, long.as_bytes()).unwrap_err();
+        assert_eq!((e.status, e.param), (400, Some("model")));
+        assert!(e.message.contains("too long"), "{}", e.message);
+    }
 }
