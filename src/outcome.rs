@@ -343,13 +343,26 @@ mod tests {
         assert_eq!(f.detail(), "{\"error\": \"retry in 1.23s\"}");
         assert_eq!(f.message(), format!("{}: {}", f.summary(), f.detail()));
         let c = Failure::new(FailureKind::Cancelled, "while streaming", "");
-        assert_eq!((c.summary(), c.message().as_str()), ("cancelled: while streaming", "cancelled: while streaming"));
+        assert_eq!(
+            (c.summary(), c.message().as_str()),
+            ("cancelled: while streaming", "cancelled: while streaming")
+        );
     }
 
     #[test]
     fn causes_from_outside_are_normalised_so_ids_and_numbers_do_not_make_new_keys() {
-        let a = Failure::with_cause(FailureKind::ErrorEvent, "error event in stream", "overloaded req_8f3a2c", "busy");
-        let b = Failure::with_cause(FailureKind::ErrorEvent, "error event in stream", "overloaded req_19bb07", "busy!");
+        let a = Failure::with_cause(
+            FailureKind::ErrorEvent,
+            "error event in stream",
+            "overloaded req_8f3a2c",
+            "busy",
+        );
+        let b = Failure::with_cause(
+            FailureKind::ErrorEvent,
+            "error event in stream",
+            "overloaded req_19bb07",
+            "busy!",
+        );
         assert_eq!(a.summary(), b.summary());
         assert_eq!(a.summary(), "error_event: error event in stream: overloaded <id>");
         assert_eq!(

@@ -124,7 +124,11 @@ fn serve(conn: TcpStream, requests: &AtomicU64) {
                 format!("data: {{\"error\":\"overloaded {word} try later\"}}\n\n"),
             ),
             // A non-string, non-object error.
-            2 => (200, "text/event-stream".to_string(), format!("data: {{\"error\":{n}}}\n\n")),
+            2 => (
+                200,
+                "text/event-stream".to_string(),
+                format!("data: {{\"error\":{n}}}\n\n"),
+            ),
             // A unique Content-Type parameter on a non-stream answer.
             3 => (
                 200,
@@ -200,11 +204,18 @@ fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
 
     let served = target.requests.load(Ordering::SeqCst);
     let stats = read_csv(&dir.join("out_stats.csv"));
-    let agg = stats.iter().find(|r| r["Name"] == "Aggregated").expect("Aggregated row");
+    let agg = stats
+        .iter()
+        .find(|r| r["Name"] == "Aggregated")
+        .expect("Aggregated row");
     let requests: u64 = agg["Request Count"].parse().unwrap();
     let failures: u64 = agg["Failure Count"].parse().unwrap();
     assert!(served >= 200, "too few requests to prove anything: {served}\n{log}");
-    assert_eq!((requests, failures), (served, served), "every request failed and was counted once");
+    assert_eq!(
+        (requests, failures),
+        (served, served),
+        "every request failed and was counted once"
+    );
 
     let rows = read_csv(&dir.join("out_failures.csv"));
     assert!(
@@ -215,7 +226,10 @@ fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
     let occurrences: u64 = rows.iter().map(|r| r["Occurrences"].parse::<u64>().unwrap()).sum();
     assert_eq!(occurrences, failures, "{rows:?}");
     let errors: Vec<&str> = rows.iter().map(|r| r["Error"].as_str()).collect();
-    assert!(errors.iter().any(|e| e.ends_with(": other")), "the cap was reached: {errors:?}");
+    assert!(
+        errors.iter().any(|e| e.ends_with(": other")),
+        "the cap was reached: {errors:?}"
+    );
     // Stable causes keep rows of their own: kind plus fixed text.
     for want in [
         "error_event: error event in stream",
@@ -224,10 +238,16 @@ fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
         assert!(errors.contains(&want), "{want} missing: {errors:?}");
     }
     // No per-request text reached a key.
-    assert!(errors.iter().all(|e| e.len() <= 160 && !e.contains("boundary=")), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.len() <= 160 && !e.contains("boundary=")),
+        "{errors:?}"
+    );
 
     let llm = read_csv(&dir.join("out_llm.csv"));
-    let total = llm.iter().find(|r| r["Scenario"] == "Aggregated").expect("Aggregated LLM row");
+    let total = llm
+        .iter()
+        .find(|r| r["Scenario"] == "Aggregated")
+        .expect("Aggregated LLM row");
     let kinds: BTreeMap<&str, u64> = total["failure_kinds"]
         .split(';')
         .filter(|s| !s.is_empty())

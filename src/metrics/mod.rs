@@ -255,7 +255,11 @@ mod tests {
         };
         let bad = Outcome {
             total: Duration::from_millis(40),
-            failure: Some(Failure::new(FailureKind::Truncated, "stream truncated", "after 3 events")),
+            failure: Some(Failure::new(
+                FailureKind::Truncated,
+                "stream truncated",
+                "after 3 events",
+            )),
             ..Outcome::default()
         };
         rec.record(0, &ok, None);
@@ -269,7 +273,10 @@ mod tests {
         assert_eq!((w1.total.num_requests, w1.total.num_failures), (3, 2));
         assert_eq!(w1.errors.values().map(|e| e.occurrences).sum::<u64>(), 2);
         let row = w1.errors.values().next().unwrap();
-        assert_eq!((row.error.as_str(), row.kind.as_str()), ("truncated: stream truncated", "truncated"));
+        assert_eq!(
+            (row.error.as_str(), row.kind.as_str()),
+            ("truncated: stream truncated", "truncated")
+        );
         assert_eq!(w2.total.num_requests, 1);
         assert!(w3.entries.is_empty() && w3.llm.is_none() && w3.total.num_requests == 0);
         let llm = w1.llm.unwrap();
@@ -287,7 +294,7 @@ mod tests {
         let cfg = config();
         let rec = Recorder::new(&cfg.scenarios, Slo::default());
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        let mut word = |rng: &mut rand::rngs::StdRng, n: usize| -> String {
+        let word = |rng: &mut rand::rngs::StdRng, n: usize| -> String {
             (0..n).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect()
         };
         // Rows merged across windows, as the master's failures table does.
@@ -354,7 +361,10 @@ mod tests {
         // The ids and numbers in the Connect cause (scenario B's) were
         // normalised away: one row.
         assert_eq!(
-            table.keys().filter(|k| k.contains("connect: request not sent")).collect::<Vec<_>>(),
+            table
+                .keys()
+                .filter(|k| k.contains("connect: request not sent"))
+                .collect::<Vec<_>>(),
             ["B.connect: request not sent: refused <n> <id>"]
         );
     }
@@ -364,12 +374,21 @@ mod tests {
         let cfg = config();
         let rec = Recorder::new(&cfg.scenarios, Slo::default());
         let fail = |cause: &str| Outcome {
-            failure: Some(Failure::with_cause(FailureKind::ErrorEvent, "error event in stream", cause, "")),
+            failure: Some(Failure::with_cause(
+                FailureKind::ErrorEvent,
+                "error event in stream",
+                cause,
+                "",
+            )),
             ..Outcome::default()
         };
         rec.record(0, &fail("overloaded"), None);
         for i in 0..100 {
-            rec.record(0, &fail(&format!("kind{}", "x".repeat(i % 20) + &"y".repeat(i / 20))), None);
+            rec.record(
+                0,
+                &fail(&format!("kind{}", "x".repeat(i % 20) + &"y".repeat(i / 20))),
+                None,
+            );
         }
         rec.record(0, &fail("overloaded"), None);
         let errors = rec.take().errors;

@@ -47,7 +47,7 @@ def test_failure_rows_are_capped_per_scenario_across_workers_and_counts_are_kept
     for report in range(50):
         errors = {}
         for i in range(6):
-            kind = "http_%d" % (500 + i) if i % 2 else "error_event"
+            kind = f"http_{500 + i}" if i % 2 else "error_event"
             text = f"{kind}: random {report}-{i}"
             errors[f"POST.Chat.{text}"] = row("Chat", text, kind, n=i + 1)
             total += i + 1
