@@ -110,10 +110,10 @@ impl LlmTask {
                 Ok(())
             }
             Some(f) => {
-                if f.kind != FailureKind::Cancelled {
+                if f.kind() != FailureKind::Cancelled {
                     self.check_errors(true).await;
                 }
-                Err(f.message.clone())
+                Err(f.message())
             }
         }
     }

@@ -33,11 +33,11 @@ async fn run(server: &Server) -> Outcome {
 }
 
 fn kind(o: &Outcome) -> Option<FailureKind> {
-    o.failure.as_ref().map(|f| f.kind)
+    o.failure.as_ref().map(|f| f.kind())
 }
 
-fn message(o: &Outcome) -> &str {
-    o.failure.as_ref().map(|f| f.message.as_str()).unwrap_or("")
+fn message(o: &Outcome) -> String {
+    o.failure.as_ref().map(|f| f.message()).unwrap_or_default()
 }
 
 fn head_ok() -> Step {

@@ -122,7 +122,7 @@ async fn the_api_key_never_appears_in_outcomes_debug_errors_or_logs() {
     assert_eq!(header(&seen[0].head, "authorization"), format!("Bearer {KEY}"));
     assert_eq!(header(&seen[1].head, "x-api-key"), KEY);
 
-    let kinds: Vec<Option<FailureKind>> = outcomes.iter().map(|o| o.failure.as_ref().map(|f| f.kind)).collect();
+    let kinds: Vec<Option<FailureKind>> = outcomes.iter().map(|o| o.failure.as_ref().map(|f| f.kind())).collect();
     assert_eq!(
         kinds,
         vec![
@@ -138,7 +138,7 @@ async fn the_api_key_never_appears_in_outcomes_debug_errors_or_logs() {
         assert!(!text.contains(KEY) && !text.contains("TOPSECRET"), "{text}");
     }
     assert!(
-        outcomes[0].failure.as_ref().unwrap().message.contains("[redacted]"),
+        outcomes[0].failure.as_ref().unwrap().message().contains("[redacted]"),
         "the echoed key was scrubbed: {:?}",
         outcomes[0].failure
     );

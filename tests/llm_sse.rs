@@ -278,7 +278,13 @@ fn whole_streams_give_the_expected_tokens_usage_and_verdict() {
             c.file
         );
         assert_eq!(s.usage, c.usage, "{}", c.file);
-        assert_eq!(s.verdict().map(|f| f.kind), c.verdict, "{}: {:?}", c.file, s.verdict());
+        assert_eq!(
+            s.verdict().map(|f| f.kind()),
+            c.verdict,
+            "{}: {:?}",
+            c.file,
+            s.verdict()
+        );
         assert_eq!(s.itl_us.len() as u64, c.output_chunks.saturating_sub(1), "{}", c.file);
     }
 }

@@ -100,10 +100,11 @@ fn stats_frame() -> WorkerMsg {
     rec.record(0, &ok(12.5), None);
     rec.record(0, &ok(20.0), None);
     let failed = Outcome {
-        failure: Some(Failure {
-            kind: FailureKind::HttpStatus(500),
-            message: "HTTP 500 Internal Server Error: boom".into(),
-        }),
+        failure: Some(Failure::new(
+            FailureKind::HttpStatus(500),
+            "HTTP 500 Internal Server Error",
+            "boom",
+        )),
         ..ok(40.0)
     };
     rec.record(0, &failed, None);

@@ -28,6 +28,9 @@ PER_SEC = ("out_tokens_per_sec", "in_tokens_per_sec", "good_per_sec")
 #: still incomplete).
 CURRENT_WINDOW = 10
 CURRENT_LAG = 2
+#: Distinct failure rows one scenario may have in the master's failures
+#: table, as `MAX_FAILURE_KEYS` in src/metrics/mod.rs caps each worker.
+MAX_FAILURE_KEYS = 32
 
 
 class Dist:
@@ -121,6 +124,75 @@ class ScenarioAgg:
         end = int(now) - CURRENT_LAG
         m = self.per_sec[key]
         return sum(m.get(s, 0) for s in range(end - CURRENT_WINDOW, end)) / CURRENT_WINDOW
+
+
+def kind_group(kind):
+    """The group of a failure kind label (`FailureKind::group` in Rust):
+    every `http_<status>` is `http_status`, other labels are their own."""
+    kind = str(kind or "")
+    if kind.startswith("http_"):
+        return "http_status"
+    return kind or "unknown"
+
+
+class FailureRows:
+    """Bounds the master's failures table per scenario.
+
+    Each worker admits at most MAX_FAILURE_KEYS summaries per scenario, but
+    different workers can admit different ones (a server that varies its
+    error text per request), so the master's table could still hold
+    workers x cap rows. The master keeps its own admitted set per scenario
+    for the run: a row it has not admitted once the set is full is renamed
+    to its group's overflow row (`"<group>: other"`, `kind` = the group,
+    the same text workers use), so the table holds at most
+    MAX_FAILURE_KEYS + one row per kind group per scenario and every
+    occurrence is still counted. Rows are dicts as workers send them
+    (Locust's StatsErrorDict plus `kind`)."""
+
+    def __init__(self, cap=MAX_FAILURE_KEYS):
+        self.cap = cap
+        self.admitted = {}
+
+    def reset(self):
+        self.admitted = {}
+
+    def row_text(self, name, error, kind):
+        """(error text, kind) this row is counted under."""
+        group = kind_group(kind)
+        overflow = f"{group}: other"
+        if error == overflow:
+            return error, kind
+        seen = self.admitted.setdefault(name, set())
+        if error in seen:
+            return error, kind
+        if len(seen) < self.cap:
+            seen.add(error)
+            return error, kind
+        return overflow, group
+
+    def fold(self, errors):
+        """Rewrites one report's `errors` dict (key -> row) in place."""
+        if not isinstance(errors, dict):
+            return
+        for key in list(errors):
+            row = errors[key]
+            if not isinstance(row, dict):
+                continue
+            name, method = row.get("name"), row.get("method")
+            text, kind = self.row_text(name, row.get("error"), row.get("kind"))
+            if text == row.get("error"):
+                continue
+            del errors[key]
+            new_key = f"{method}.{name}.{text}"
+            into = errors.get(new_key)
+            if into is None:
+                errors[new_key] = {**row, "error": text, "kind": kind}
+            else:
+                into["occurrences"] = into.get("occurrences", 0) + row.get("occurrences", 0)
+                firsts = [t for t in (into.get("first_seen"), row.get("first_seen")) if t is not None]
+                lasts = [t for t in (into.get("last_seen"), row.get("last_seen")) if t is not None]
+                into["first_seen"] = min(firsts) if firsts else None
+                into["last_seen"] = max(lasts) if lasts else None
 
 
 class Aggregator:

@@ -10,8 +10,13 @@ Why each hook:
   (`MasterRunner.start`), so the update reaches every worker.
 - `test_start` builds the config and sets `parsed_options.tokenswarm_config`
   (contracts §3); it also clears the previous run's LLM numbers.
-- `worker_report` merges `data["llm"]`; `reset_stats` (and --reset-stats
-  after ramp-up) clears it, like Locust's own stats.
+- `worker_report` merges `data["llm"]` and caps the failure rows of
+  `data["errors"]` per scenario (`aggregate.FailureRows`) before Locust
+  merges them (this listener is registered at import, before the runner
+  registers Locust's own); `reset_stats` (and --reset-stats after ramp-up)
+  clears both, like Locust's own stats.
+- The exit code: a run whose only failures are of kind `cancelled` (in the
+  merged `failure_kinds` of the `llm` reports) exits 0, not Locust's 1.
 - Custom messages `tokenswarm_warning` / `tokenswarm_abort` from workers.
 - Files are written on `quit`, which fires after `runner.quit()` has waited
   for the workers' final stats reports, so they hold the whole run.
@@ -30,7 +35,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from . import config as cfgmod
 from . import render
-from .aggregate import Aggregator
+from .aggregate import Aggregator, FailureRows
 
 logger = logging.getLogger("tokenswarm")
 console = logging.getLogger("locust.stats_logger")
@@ -43,6 +48,7 @@ class State:
         self.default_path = scenarios_path
         self.user_class_names = list(user_class_names)
         self.aggregator = Aggregator()
+        self.failure_rows = FailureRows()
         self.slo = {}
         self.warnings = []
         self._warned = set()
@@ -60,6 +66,7 @@ class State:
 
     def new_run(self):
         self.aggregator.reset()
+        self.failure_rows.reset()
         self.warnings, self._warned, self.abort, self.config_error = [], set(), None, None
         self.saturated = {}
         self.budget_used = {}
@@ -220,22 +227,26 @@ def _end_when_schedule_ends(environment, state, cfg):
     gevent.spawn(end)
 
 
-def only_cancellations(errors):
-    """True when every failure is a request the end of the run cancelled
-    (the worker's message starts with "cancelled")."""
-    return bool(errors) and all(str(e.error).startswith("cancelled") for e in errors)
+def only_cancellations(failure_kinds, locust_failures):
+    """True when every failure is a request the end of the run cancelled:
+    the merged `failure_kinds` of the workers' `llm` reports are all of
+    kind `cancelled`, and they account for every failure Locust counted
+    (a failure no `llm` report classified is not known to be one)."""
+    kinds = {k: int(n or 0) for k, n in (failure_kinds or {}).items() if int(n or 0) > 0}
+    cancelled = kinds.get("cancelled", 0)
+    return cancelled > 0 and set(kinds) == {"cancelled"} and cancelled == locust_failures
 
 
-def _exit_code_ignoring_cancellations(environment):
+def _exit_code_ignoring_cancellations(environment, state):
     """Locust exits 1 on any failure. Streams still running when a run ends
     are cancelled and counted (as failures of kind `cancelled`: nothing sent
     goes uncounted), but they are not errors of the target: exit 0 then."""
     runner = environment.runner
     if environment.process_exit_code is not None or not isinstance(runner, MasterRunner):
         return
-    if runner.exceptions or not only_cancellations(list(runner.stats.errors.values())):
-        return
     n = sum(e.occurrences for e in runner.stats.errors.values())
+    if runner.exceptions or not only_cancellations(state.aggregator.total.failure_kinds, n):
+        return
     logger.info(f"tokenswarm: {n} requests in flight at the end were cancelled and counted as "
                 "failures of kind 'cancelled'; they are not target errors, so the exit code is 0")
     environment.process_exit_code = 0
@@ -460,9 +471,11 @@ def setup(scenarios_path, user_class_names, events=default_events):
         env = state.environment
         if env is not None and env.reset_stats and isinstance(env.runner, MasterRunner):
             state.aggregator.reset(keep_history=True)  # --reset-stats: Locust resets its stats here too
+            state.failure_rows.reset()
 
     @events.worker_report.add_listener
     def _worker_report(client_id, data, **_kw):
+        state.failure_rows.fold(data.get("errors"))
         if "llm" in data:
             state.aggregator.merge_report(data["llm"])
             _count_budget_tokens(state, data["llm"])
@@ -475,12 +488,13 @@ def setup(scenarios_path, user_class_names, events=default_events):
 
     @events.quitting.add_listener
     def _quitting(environment, **_kw):
-        _exit_code_ignoring_cancellations(environment)
+        _exit_code_ignoring_cancellations(environment, state)
         _exit_code_when_saturated(environment, state)
 
     @events.reset_stats.add_listener
     def _reset(**_kw):
         state.aggregator.reset(keep_history=True)
+        state.failure_rows.reset()
 
     @events.quit.add_listener
     def _quit(**_kw):

@@ -193,11 +193,14 @@ impl PreparedScenario {
     }
 }
 
-fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
-    Failure {
-        kind,
-        message: message.into(),
+/// The innermost source of an HTTP stack error ("Connection refused (os
+/// error 111)"): the part that names the cause, for a failure summary.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(s) = last.source() {
+        last = s;
     }
+    last.to_string()
 }
 
 /// The error and its sources, without the URL.
@@ -260,12 +263,11 @@ impl LlmClient {
         let end = end.unwrap_or_else(Instant::now);
 
         let summary = reader.finish();
-        let failure = fail.or_else(|| summary.verdict()).map(|f| Failure {
-            kind: f.kind,
-            message: p.scrub(f.message),
-        });
+        let failure = fail
+            .or_else(|| summary.verdict())
+            .map(|f| f.map_text(|text| p.scrub(text)));
         if let Some(f) = &failure {
-            tracing::debug!(scenario = p.name(), kind = %f.kind.label(), message = %f.message, "request failed");
+            tracing::debug!(scenario = p.name(), kind = %f.kind().label(), message = %f.message(), "request failed");
         }
         let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(send));
         Outcome {
@@ -306,21 +308,20 @@ impl LlmClient {
         let mut got_first = false;
         let timeout = |got_first: bool| {
             if got_first {
-                failure(
+                Failure::new(
                     FailureKind::Timeout,
-                    format!("total timeout: response not complete after {:?}", self.total),
+                    "total timeout: response not complete",
+                    &format!("after {:?}", self.total),
                 )
             } else {
-                failure(
+                Failure::new(
                     FailureKind::Timeout,
-                    format!(
-                        "first-token timeout: no token after {:?}",
-                        self.first_token.min(self.total)
-                    ),
+                    "first-token timeout: no token",
+                    &format!("after {:?}", self.first_token.min(self.total)),
                 )
             }
         };
-        let cancelled = |what: &str| failure(FailureKind::Cancelled, format!("cancelled {what}"));
+        let cancelled = |what: &str| Failure::new(FailureKind::Cancelled, what, "");
 
         let sent = tokio::select! {
             biased;
@@ -331,12 +332,12 @@ impl LlmClient {
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    FailureKind::Timeout
+                let (kind, what) = if e.is_timeout() {
+                    (FailureKind::Timeout, "request timed out")
                 } else {
-                    FailureKind::Connect
+                    (FailureKind::Connect, "request not sent")
                 };
-                return Some(failure(kind, chain(e)));
+                return Some(Failure::with_cause(kind, what, &root_cause(&e), &chain(e)));
             }
         };
 
@@ -369,20 +370,26 @@ impl LlmClient {
             *end = Some(Instant::now());
             let text = excerpt(&body);
             if !status.is_success() {
-                let reason = status.canonical_reason().unwrap_or("");
-                return Some(failure(
-                    FailureKind::HttpStatus(status.as_u16()),
-                    format!("HTTP {} {reason}: {text}", status.as_u16()),
-                ));
+                let code = status.as_u16();
+                let what = match status.canonical_reason() {
+                    Some(reason) => format!("HTTP {code} {reason}"),
+                    None => format!("HTTP {code}"),
+                };
+                return Some(Failure::new(FailureKind::HttpStatus(code), &what, &text));
             }
             let kind = if body.windows(7).any(|w| w == b"\"error\"") {
                 FailureKind::ErrorEvent
             } else {
                 FailureKind::InvalidResponse
             };
-            return Some(failure(
+            // The media type without parameters: a unique `boundary=` or
+            // `charset=` must not make a table row of its own.
+            let media_type = content_type.split(';').next().unwrap_or("").trim();
+            return Some(Failure::with_cause(
                 kind,
-                format!("expected text/event-stream, got {content_type}: {text}"),
+                "response is not text/event-stream",
+                media_type,
+                &format!("{content_type}: {text}"),
             ));
         }
 
@@ -431,7 +438,12 @@ impl LlmClient {
                     } else {
                         FailureKind::Truncated
                     };
-                    return Some(failure(kind, format!("connection lost while streaming: {}", chain(e))));
+                    return Some(Failure::with_cause(
+                        kind,
+                        "connection lost while streaming",
+                        &root_cause(&e),
+                        &chain(e),
+                    ));
                 }
             }
         }

@@ -101,22 +101,18 @@ impl StreamSummary {
         }
         if !(self.done || self.finish_reason) {
             let tail = if self.partial_event { ", inside an event" } else { "" };
-            return Some(Failure {
-                kind: FailureKind::Truncated,
-                message: format!(
-                    "stream ended without an end marker or finish reason after {} events{tail}",
-                    self.events
-                ),
-            });
+            return Some(Failure::new(
+                FailureKind::Truncated,
+                "stream ended without an end marker or finish reason",
+                &format!("after {} events{tail}", self.events),
+            ));
         }
         if self.answer_chunks + self.tool_chunks == 0 {
-            return Some(Failure {
-                kind: FailureKind::EmptyAnswer,
-                message: format!(
-                    "stream ended properly but carried no answer ({} reasoning chunks)",
-                    self.reasoning_chunks
-                ),
-            });
+            return Some(Failure::new(
+                FailureKind::EmptyAnswer,
+                "stream ended properly but carried no answer",
+                &format!("{} reasoning chunks", self.reasoning_chunks),
+            ));
         }
         None
     }
@@ -239,32 +235,42 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
     out
 }
 
-fn fail(s: &mut StreamSummary, kind: FailureKind, message: String) -> Flow {
-    s.failure = Some(Failure { kind, message });
+fn fail(s: &mut StreamSummary, failure: Failure) -> Flow {
+    s.failure = Some(failure);
     Flow::Stop
 }
 
 fn invalid(s: &mut StreamSummary, e: serde_json::Error, data: &[u8]) -> Flow {
     fail(
         s,
-        FailureKind::InvalidResponse,
-        format!("stream event is not valid JSON ({e}): {}", excerpt(data)),
+        Failure::new(
+            FailureKind::InvalidResponse,
+            "stream event is not valid JSON",
+            &format!("{e}: {}", excerpt(data)),
+        ),
     )
 }
 
+/// An error event: its `type` (when a string) is the cause in the summary,
+/// its message the detail; anything else about it is per-request text.
 fn error_event(s: &mut StreamSummary, err: Option<&serde_json::Value>, data: &[u8]) -> Flow {
-    let detail = match err {
-        Some(serde_json::Value::String(m)) => excerpt(m.as_bytes()),
-        Some(serde_json::Value::Object(o)) => match (o.get("type"), o.get("message")) {
-            (Some(serde_json::Value::String(t)), Some(serde_json::Value::String(m))) => {
-                excerpt(format!("{t}: {m}").as_bytes())
-            }
-            (_, Some(serde_json::Value::String(m))) => excerpt(m.as_bytes()),
-            _ => excerpt(data),
-        },
-        _ => excerpt(data),
+    use serde_json::Value;
+    let (cause, detail) = match err {
+        Some(Value::String(m)) => ("", excerpt(m.as_bytes())),
+        Some(Value::Object(o)) => {
+            let cause = o.get("type").and_then(Value::as_str).unwrap_or("");
+            let detail = match o.get("message") {
+                Some(Value::String(m)) => excerpt(m.as_bytes()),
+                _ => excerpt(data),
+            };
+            (cause, detail)
+        }
+        _ => ("", excerpt(data)),
     };
-    fail(s, FailureKind::ErrorEvent, format!("error event in stream: {detail}"))
+    fail(
+        s,
+        Failure::with_cause(FailureKind::ErrorEvent, "error event in stream", cause, &detail),
+    )
 }
 
 // ---------------------------------------------------------------- OpenAI
@@ -656,13 +662,13 @@ mod tests {
             Provider::OpenaiChat,
             "data: {\"error\":{\"message\":\"boom\",\"code\":500}}\n\ndata: [DONE]\n\n",
         );
-        assert_eq!(s.verdict().unwrap().kind, FailureKind::ErrorEvent);
-        assert!(s.verdict().unwrap().message.contains("boom"));
+        assert_eq!(s.verdict().unwrap().kind(), FailureKind::ErrorEvent);
+        assert!(s.verdict().unwrap().message().contains("boom"));
         let s = read(
             Provider::OpenaiCompletions,
             "data: {\"object\":\"error\",\"message\":\"bad\"}\n\n",
         );
-        assert_eq!(s.verdict().unwrap().kind, FailureKind::ErrorEvent);
+        assert_eq!(s.verdict().unwrap().kind(), FailureKind::ErrorEvent);
     }
 
     #[test]
@@ -689,13 +695,13 @@ mod tests {
         );
         assert_eq!(s.output_chunks, 1);
         assert_eq!(s.first_answer, None);
-        assert_eq!(s.verdict().unwrap().kind, FailureKind::EmptyAnswer);
+        assert_eq!(s.verdict().unwrap().kind(), FailureKind::EmptyAnswer);
         let s = read(
             Provider::OpenaiChat,
             "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"cho",
         );
         let v = s.verdict().unwrap();
-        assert_eq!(v.kind, FailureKind::Truncated);
-        assert!(v.message.contains("inside an event"), "{}", v.message);
+        assert_eq!(v.kind(), FailureKind::Truncated);
+        assert!(v.detail().contains("inside an event"), "{}", v.message());
     }
 }

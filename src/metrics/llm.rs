@@ -174,7 +174,7 @@ impl ScenarioLlm {
         match &o.failure {
             Some(f) => {
                 c.failures += 1;
-                *c.failure_kinds.entry(f.kind.label()).or_default() += 1;
+                *c.failure_kinds.entry(f.kind().label()).or_default() += 1;
             }
             None => {
                 if meets(slo, o, tpot_v) {
@@ -287,10 +287,7 @@ mod tests {
         s.record(&ok(50, 680, 64), &slo, 7, None);
         s.record(&ok(150, 780, 64), &slo, 8, None);
         let failed = Outcome {
-            failure: Some(Failure {
-                kind: FailureKind::HttpStatus(429),
-                message: "HTTP 429".into(),
-            }),
+            failure: Some(Failure::new(FailureKind::HttpStatus(429), "HTTP 429", "")),
             ..Outcome::default()
         };
         s.record(&failed, &slo, 8, None);

@@ -7,16 +7,25 @@
 //! once: recording and taking happen under one lock, so a request lands in
 //! exactly one window. This module decides the numbers; `locust::wire`
 //! decides the bytes.
+//!
+//! Failures are keyed in Locust's failures table by their stable summary
+//! (`outcome::Failure::summary`). A server can still vary what goes into a
+//! summary per request (a random error `type`), so each scenario admits at
+//! most [`MAX_FAILURE_KEYS`] distinct summaries over the recorder's life;
+//! later new ones are counted under `"{group}: other"`
+//! (`FailureKind::group`). A worker thus sends at most `MAX_FAILURE_KEYS`
+//! plus one row per kind group per scenario, however hostile the target,
+//! and every failure is still counted exactly once.
 
 pub mod llm;
 pub mod report;
 pub mod request;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::outcome::Outcome;
+use crate::outcome::{Failure, Outcome};
 use crate::scenario::{Scenario, Slo};
 use llm::{Divergence, ScenarioLlm};
 use report::{LlmReport, RequestEntry, StatsError};
@@ -24,6 +33,10 @@ use request::EntryAcc;
 
 /// The HTTP method of every LLM request entry.
 pub const METHOD: &str = "POST";
+
+/// Distinct failure summaries one scenario may put in the failures table;
+/// past it, new summaries go to `"{group}: other"` (see the module docs).
+pub const MAX_FAILURE_KEYS: usize = 32;
 
 /// Unix time now, in seconds.
 pub fn unix_now() -> f64 {
@@ -48,6 +61,9 @@ struct ScenarioAcc {
     llm: ScenarioLlm,
     /// Warned once about token divergence already.
     warned: bool,
+    /// Failure summaries admitted to the table (at most `MAX_FAILURE_KEYS`);
+    /// kept across windows, since the master keeps its rows for the run.
+    failure_keys: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -82,6 +98,7 @@ impl Recorder {
                 request: EntryAcc::new(&s.name, METHOD, now),
                 llm: ScenarioLlm::new(s.prompt_length, s.output_length),
                 warned: false,
+                failure_keys: BTreeSet::new(),
             })
             .collect();
         Recorder {
@@ -129,17 +146,18 @@ impl Recorder {
         }
         if let Some(f) = &outcome.failure {
             let name = sc.name.clone();
-            let text = f.summary();
+            let (text, kind) = admit_failure_key(&mut sc.failure_keys, f);
             let key = format!("{METHOD}.{name}.{text}");
             let e = st.errors.entry(key).or_insert_with(|| StatsError {
                 method: METHOD.into(),
                 name,
-                error: text.to_string(),
+                error: text,
+                kind,
                 occurrences: 0,
                 first_seen: now,
                 last_seen: now,
             });
-            e.occurrences += 1;
+            e.occurrences = e.occurrences.saturating_add(1);
             e.last_seen = now;
         }
         note
@@ -189,6 +207,21 @@ impl Recorder {
     }
 }
 
+/// The failures-table row of `f`, as (text, kind): its summary and kind
+/// label while the scenario has room for it (or already admitted it), else
+/// its group's overflow row.
+fn admit_failure_key(admitted: &mut BTreeSet<String>, f: &Failure) -> (String, String) {
+    let summary = f.summary();
+    if admitted.contains(summary) || admitted.len() < MAX_FAILURE_KEYS {
+        if !admitted.contains(summary) {
+            admitted.insert(summary.to_string());
+        }
+        return (summary.to_string(), f.kind().label());
+    }
+    let group = f.kind().group();
+    (format!("{group}: other"), group.to_string())
+}
+
 impl ScenarioAcc {
     fn llm_target_prompt(&self) -> u64 {
         self.llm.target_prompt()
@@ -201,7 +234,7 @@ impl ScenarioAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Failure, FailureKind};
+    use crate::outcome::FailureKind;
     use crate::scenario::TestConfig;
 
     fn config() -> TestConfig {
@@ -222,10 +255,11 @@ mod tests {
         };
         let bad = Outcome {
             total: Duration::from_millis(40),
-            failure: Some(Failure {
-                kind: FailureKind::Truncated,
-                message: "stream truncated".into(),
-            }),
+            failure: Some(Failure::new(
+                FailureKind::Truncated,
+                "stream truncated",
+                "after 3 events",
+            )),
             ..Outcome::default()
         };
         rec.record(0, &ok, None);
@@ -238,11 +272,132 @@ mod tests {
         assert_eq!(w1.entries.len(), 2);
         assert_eq!((w1.total.num_requests, w1.total.num_failures), (3, 2));
         assert_eq!(w1.errors.values().map(|e| e.occurrences).sum::<u64>(), 2);
-        assert_eq!(w1.errors.values().next().unwrap().error, "stream truncated");
+        let row = w1.errors.values().next().unwrap();
+        assert_eq!(
+            (row.error.as_str(), row.kind.as_str()),
+            ("truncated: stream truncated", "truncated")
+        );
         assert_eq!(w2.total.num_requests, 1);
         assert!(w3.entries.is_empty() && w3.llm.is_none() && w3.total.num_requests == 0);
         let llm = w1.llm.unwrap();
         assert_eq!(llm.scenarios["B"].failure_kinds["truncated"], 2);
+    }
+
+    /// Regression test for issue 13 (7,778 failure rows in 6 s): 10,000
+    /// failures of random text (random error types, random causes, random
+    /// statuses, unique content-type parameters) make at most the cap of
+    /// rows per scenario plus one overflow row per kind group, and every
+    /// failure is counted exactly once.
+    #[test]
+    fn random_failure_text_makes_a_bounded_number_of_rows_and_exact_counts() {
+        use rand::{Rng, SeedableRng};
+        let cfg = config();
+        let rec = Recorder::new(&cfg.scenarios, Slo::default());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let word = |rng: &mut rand::rngs::StdRng, n: usize| -> String {
+            (0..n).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect()
+        };
+        // Rows merged across windows, as the master's failures table does.
+        let mut table: BTreeMap<String, u64> = BTreeMap::new();
+        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        let mut failures = 0u64;
+        const N: u64 = 10_000;
+        for i in 0..N {
+            let detail = word(&mut rng, 300);
+            let f = match i % 4 {
+                0 => Failure::with_cause(
+                    FailureKind::ErrorEvent,
+                    "error event in stream",
+                    &word(&mut rng, 8),
+                    &detail,
+                ),
+                1 => Failure::new(
+                    FailureKind::HttpStatus(rng.random_range(100..1000)),
+                    "HTTP status",
+                    &detail,
+                ),
+                2 => Failure::with_cause(
+                    FailureKind::InvalidResponse,
+                    "response is not text/event-stream",
+                    &format!("text/{}", word(&mut rng, 6)),
+                    &detail,
+                ),
+                _ => Failure::with_cause(
+                    FailureKind::Connect,
+                    "request not sent",
+                    &format!("refused {} req_{:x}", rng.random::<u64>(), rng.random::<u64>()),
+                    &detail,
+                ),
+            };
+            assert!(f.detail().len() <= crate::outcome::DETAIL_MAX_BYTES);
+            let o = Outcome {
+                failure: Some(f),
+                ..Outcome::default()
+            };
+            rec.record((i % 2) as usize, &o, None);
+            if i % 997 == 0 || i == N - 1 {
+                let w = rec.take();
+                failures += w.total.num_failures;
+                for e in w.errors.into_values() {
+                    *table.entry(format!("{}.{}", e.name, e.error)).or_default() += e.occurrences;
+                }
+                for r in w.llm.into_iter().flat_map(|l| l.scenarios.into_values()) {
+                    for (k, n) in r.failure_kinds {
+                        *kinds.entry(k).or_default() += n;
+                    }
+                }
+            }
+        }
+        const GROUPS: usize = 8;
+        for name in ["A", "B"] {
+            let rows = table.keys().filter(|k| k.starts_with(&format!("{name}."))).count();
+            assert!(rows <= MAX_FAILURE_KEYS + GROUPS, "{name}: {rows} rows");
+            assert!(rows > MAX_FAILURE_KEYS, "the cap was reached: {rows} rows");
+        }
+        assert!(table.keys().any(|k| k.ends_with("http_status: other")), "{table:?}");
+        assert_eq!(table.values().sum::<u64>(), N);
+        assert_eq!(kinds.values().sum::<u64>(), N);
+        assert_eq!(failures, N);
+        // The ids and numbers in the Connect cause (scenario B's) were
+        // normalised away: one row.
+        assert_eq!(
+            table
+                .keys()
+                .filter(|k| k.contains("connect: request not sent"))
+                .collect::<Vec<_>>(),
+            ["B.connect: request not sent: refused <n> <id>"]
+        );
+    }
+
+    #[test]
+    fn a_cause_admitted_before_the_cap_keeps_its_own_row() {
+        let cfg = config();
+        let rec = Recorder::new(&cfg.scenarios, Slo::default());
+        let fail = |cause: &str| Outcome {
+            failure: Some(Failure::with_cause(
+                FailureKind::ErrorEvent,
+                "error event in stream",
+                cause,
+                "",
+            )),
+            ..Outcome::default()
+        };
+        rec.record(0, &fail("overloaded"), None);
+        for i in 0..100 {
+            rec.record(
+                0,
+                &fail(&format!("kind{}", "x".repeat(i % 20) + &"y".repeat(i / 20))),
+                None,
+            );
+        }
+        rec.record(0, &fail("overloaded"), None);
+        let errors = rec.take().errors;
+        let row = &errors["POST.A.error_event: error event in stream: overloaded"];
+        assert_eq!((row.occurrences, row.kind.as_str()), (2, "error_event"));
+        let other = &errors["POST.A.error_event: other"];
+        assert_eq!(other.kind, "error_event");
+        assert_eq!(errors.len(), MAX_FAILURE_KEYS + 1);
+        assert_eq!(errors.values().map(|e| e.occurrences).sum::<u64>(), 102);
     }
 
     #[test]

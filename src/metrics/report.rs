@@ -30,12 +30,16 @@ pub struct RequestEntry {
     pub num_fail_per_sec: BTreeMap<u64, u64>,
 }
 
-/// Locust's `StatsErrorDict`.
+/// Locust's `StatsErrorDict`, plus `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatsError {
     pub method: String,
     pub name: String,
+    /// The failure's stable summary (or `"{group}: other"` past the cap).
     pub error: String,
+    /// `FailureKind::label` of the failures in this row (of the first one,
+    /// for an overflow row); Locust ignores it, the master plugin reads it.
+    pub kind: String,
     pub occurrences: u64,
     pub first_seen: f64,
     pub last_seen: f64,

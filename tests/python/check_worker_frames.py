@@ -58,7 +58,8 @@ def main(directory):
     assert abs(entry.total_response_time - 72.5) < 1e-9, entry.total_response_time
     assert entry.max_response_time == 40.0 and entry.min_response_time == 12.5
     errors = list(env.stats.errors.values())
-    assert len(errors) == 1 and errors[0].occurrences == 1 and errors[0].error == "HTTP 500 Internal Server Error", errors
+    assert len(errors) == 1 and errors[0].occurrences == 1 and errors[0].error == "http_500: HTTP 500 Internal Server Error", errors
+    assert [e["kind"] for e in data["errors"].values()] == ["http_500"], data["errors"]
     print("ok: all frames decode as the master expects")
 
 
