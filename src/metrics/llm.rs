@@ -58,6 +58,18 @@ impl Dist {
         self.max = self.max.max(us);
     }
 
+    /// Records `n` samples of `us` (a summarised tail of ITL gaps).
+    fn record_us_n(&mut self, us: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let v = us.clamp(1, MAX_US);
+        self.hist.saturating_record_n(v, n);
+        self.sum = self.sum.saturating_add(us.saturating_mul(n));
+        self.min = self.min.min(us);
+        self.max = self.max.max(us);
+    }
+
     fn record(&mut self, d: Duration) {
         self.record_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
@@ -161,6 +173,17 @@ impl ScenarioLlm {
             }
             for gap in &o.itl_us {
                 itl.record_us(u64::from(*gap));
+            }
+            // Gaps beyond the client's cap: the max once, the mean of the
+            // rest for each of them, so count and sum stay exact.
+            let tail = o.itl_tail;
+            if tail.count > 0 {
+                let max = u64::from(tail.max_us);
+                itl.record_us(max);
+                let rest = tail.count - 1;
+                if rest > 0 {
+                    itl.record_us_n(tail.sum_us.saturating_sub(max) / rest, rest);
+                }
             }
             if let Some(d) = o.e2e {
                 e2e.record(d);
