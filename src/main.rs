@@ -51,11 +51,21 @@ struct WorkerArgs {
     node_id: Option<String>,
     /// Only send requests to this HOST[:PORT] (repeat for more; IPv6 as
     /// [::1]:8000). Default: any host the master names.
-    #[arg(long = "allow-host", value_name = "HOST[:PORT]", env = "TOKENSWARM_ALLOW_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-host",
+        value_name = "HOST[:PORT]",
+        env = "TOKENSWARM_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
     allow_hosts: Vec<String>,
     /// Only read API keys from this environment variable (repeat for more).
     /// Default: any variable a scenario's api_key_env names.
-    #[arg(long = "allow-key-env", value_name = "NAME", env = "TOKENSWARM_ALLOW_KEY_ENVS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-key-env",
+        value_name = "NAME",
+        env = "TOKENSWARM_ALLOW_KEY_ENVS",
+        value_delimiter = ','
+    )]
     allow_key_envs: Vec<String>,
 }
 

@@ -106,7 +106,9 @@ fn mutate(rng: &mut StdRng, input: &[u8], line_limit: usize) -> Vec<u8> {
 }
 
 fn cuts(rng: &mut StdRng, len: usize) -> Vec<usize> {
-    let mut c: Vec<usize> = (0..rng.random_range(0..12)).map(|_| rng.random_range(0..=len)).collect();
+    let mut c: Vec<usize> = (0..rng.random_range(0..12))
+        .map(|_| rng.random_range(0..=len))
+        .collect();
     c.sort_unstable();
     c
 }
@@ -129,7 +131,11 @@ fn read(provider: Provider, input: &[u8], cuts: &[usize], limits: (usize, usize)
 fn check(s: &StreamSummary) {
     assert!(s.itl_us.len() <= MAX_ITL_SAMPLES);
     let gaps = s.itl_us.len() as u64 + s.itl_tail.count;
-    assert_eq!(gaps, s.output_chunks.saturating_sub(1), "one gap per token after the first");
+    assert_eq!(
+        gaps,
+        s.output_chunks.saturating_sub(1),
+        "one gap per token after the first"
+    );
     assert_eq!(
         s.output_chunks,
         s.answer_chunks + s.reasoning_chunks + s.tool_chunks,
@@ -184,7 +190,14 @@ fn real_bounds_stop_huge_lines_and_events_with_their_kind() {
         let provider = FIXTURES[i % FIXTURES.len()].1;
         let mut r = ResponseReader::new(provider, 64);
         let (kind, chunk): (FailureKind, Vec<u8>) = if i % 2 == 0 {
-            (FailureKind::SseLineTooLong, b"data: ".iter().copied().chain(std::iter::repeat_n(b'x', 64 * 1024)).collect())
+            (
+                FailureKind::SseLineTooLong,
+                b"data: "
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(b'x', 64 * 1024))
+                    .collect(),
+            )
         } else {
             let mut ev = Vec::new();
             for _ in 0..64 {
@@ -203,7 +216,10 @@ fn real_bounds_stop_huge_lines_and_events_with_their_kind() {
                 break;
             }
             fed += n;
-            assert!(fed <= 4 * MAX_EVENT_BYTES, "iteration {i}: not stopped after {fed} bytes");
+            assert!(
+                fed <= 4 * MAX_EVENT_BYTES,
+                "iteration {i}: not stopped after {fed} bytes"
+            );
             assert!(r.buffered_capacity() <= MAX_LINE_BYTES + 2 * MAX_EVENT_BYTES);
         }
         let s = r.finish();
@@ -221,7 +237,10 @@ fn itl_samples_are_capped_and_the_tail_keeps_counts_exact() {
     for i in 0..n {
         r.feed(token, t0 + std::time::Duration::from_micros(10 * i as u64));
     }
-    r.feed(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n", t0);
+    r.feed(
+        b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        t0,
+    );
     let s = r.finish();
     assert_eq!(s.verdict(), None);
     assert_eq!(s.output_chunks, n as u64);

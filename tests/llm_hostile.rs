@@ -108,7 +108,8 @@ async fn an_endless_sse_line_fails_with_its_kind_and_memory_stays_bounded() {
         total_s: 60.0,
     };
     let client = LlmClient::new(&t, 16).unwrap();
-    let p = Arc::new(PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{port}")).unwrap());
+    let p =
+        Arc::new(PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{port}")).unwrap());
     let mut tasks = Vec::new();
     for seq in 0..16 {
         let (client, p) = (client.clone(), p.clone());
@@ -120,7 +121,11 @@ async fn an_endless_sse_line_fails_with_its_kind_and_memory_stays_bounded() {
         let o = t.await.unwrap();
         let f = o.failure.expect("the request fails");
         assert_eq!(f.kind, FailureKind::SseLineTooLong, "{}", f.message);
-        assert!(o.content_length >= 256 * 1024, "the bound was reached: {}", o.content_length);
+        assert!(
+            o.content_length >= 256 * 1024,
+            "the bound was reached: {}",
+            o.content_length
+        );
     }
     let grown = peak_rss().saturating_sub(before);
     let sent = sent.load(Ordering::Relaxed);
@@ -229,7 +234,11 @@ async fn closing_server(mode: Closing) -> Counts {
 async fn stale_pooled_connections_are_retried_once_and_counted() {
     let server = closing_server(Closing::OnNextRequest).await;
     let client = LlmClient::new(&Timeouts::default(), 4).unwrap();
-    let p = PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{}", server.port)).unwrap();
+    let p = PreparedScenario::new(
+        &scenario(Provider::OpenaiChat),
+        &format!("http://127.0.0.1:{}", server.port),
+    )
+    .unwrap();
     let mut retried = 0;
     for seq in 0..20 {
         let o = client.execute(&p, seq, &CancellationToken::new()).await;
@@ -239,7 +248,11 @@ async fn stale_pooled_connections_are_retried_once_and_counted() {
     }
     assert_eq!(retried, 10, "requests 2, 4, .. met a stale connection");
     assert_eq!(client.stale_retries(), 10);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 20, "the server read each request once");
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        20,
+        "the server read each request once"
+    );
 }
 
 /// Proves: a server that closes idle connections after 5 ms, with requests
@@ -249,14 +262,21 @@ async fn stale_pooled_connections_are_retried_once_and_counted() {
 async fn a_server_closing_idle_connections_fails_no_request() {
     let server = closing_server(Closing::AfterIdle).await;
     let client = LlmClient::new(&Timeouts::default(), 4).unwrap();
-    let p = PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{}", server.port)).unwrap();
+    let p = PreparedScenario::new(
+        &scenario(Provider::OpenaiChat),
+        &format!("http://127.0.0.1:{}", server.port),
+    )
+    .unwrap();
     for seq in 0..15 {
         let o = client.execute(&p, seq, &CancellationToken::new()).await;
         assert!(o.is_success(), "request {seq}: {:?}", o.failure);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.requests.load(Ordering::SeqCst), 15);
-    assert!(server.connections.load(Ordering::SeqCst) >= 2, "the server did close connections");
+    assert!(
+        server.connections.load(Ordering::SeqCst) >= 2,
+        "the server did close connections"
+    );
 }
 
 /// Proves: what may have reached a server is not retried: a fresh
@@ -267,19 +287,41 @@ async fn a_server_closing_idle_connections_fails_no_request() {
 async fn requests_that_may_have_reached_the_server_are_not_retried() {
     let server = closing_server(Closing::WithoutAnswer).await;
     let client = LlmClient::new(&Timeouts::default(), 4).unwrap();
-    let p = PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{}", server.port)).unwrap();
+    let p = PreparedScenario::new(
+        &scenario(Provider::OpenaiChat),
+        &format!("http://127.0.0.1:{}", server.port),
+    )
+    .unwrap();
     let o = client.execute(&p, 0, &CancellationToken::new()).await;
-    assert_eq!(o.failure.as_ref().map(|f| f.kind), Some(FailureKind::Connect), "{:?}", o.failure);
+    assert_eq!(
+        o.failure.as_ref().map(|f| f.kind),
+        Some(FailureKind::Connect),
+        "{:?}",
+        o.failure
+    );
     assert_eq!(o.stale_retries, 0);
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 
     let server = closing_server(Closing::MidResponse).await;
-    let p = PreparedScenario::new(&scenario(Provider::OpenaiChat), &format!("http://127.0.0.1:{}", server.port)).unwrap();
+    let p = PreparedScenario::new(
+        &scenario(Provider::OpenaiChat),
+        &format!("http://127.0.0.1:{}", server.port),
+    )
+    .unwrap();
     let o = client.execute(&p, 0, &CancellationToken::new()).await;
     assert!(o.is_success(), "{:?}", o.failure);
     let o = client.execute(&p, 1, &CancellationToken::new()).await;
-    assert_eq!(o.failure.as_ref().map(|f| f.kind), Some(FailureKind::Truncated), "{:?}", o.failure);
+    assert_eq!(
+        o.failure.as_ref().map(|f| f.kind),
+        Some(FailureKind::Truncated),
+        "{:?}",
+        o.failure
+    );
     assert_eq!(o.stale_retries, 0);
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
-    assert_eq!(server.connections.load(Ordering::SeqCst), 1, "the second request reused the first connection");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "the second request reused the first connection"
+    );
 }

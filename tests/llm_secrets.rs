@@ -183,7 +183,12 @@ async fn the_api_key_never_appears_in_outcomes_debug_errors_or_logs() {
         );
     }
     assert!(
-        outcomes[4].failure.as_ref().unwrap().message.contains("Incorrect API key provided: [redacted]"),
+        outcomes[4]
+            .failure
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("Incorrect API key provided: [redacted]"),
         "partly masked echoes are redacted: {:?}",
         outcomes[4].failure
     );
@@ -221,7 +226,10 @@ async fn the_api_key_never_appears_in_outcomes_debug_errors_or_logs() {
     let e = PreparedScenario::with_allow(&s, &server.host(), &allow).unwrap_err();
     assert!(matches!(e, LlmError::KeyEnvNotAllowed { .. }), "{e}");
     let text = format!("{e} {e:?}");
-    assert!(text.contains(VAR) && text.contains("--allow-key-env") && !text.contains("TOPSECRET"), "{text}");
+    assert!(
+        text.contains(VAR) && text.contains("--allow-key-env") && !text.contains("TOPSECRET"),
+        "{text}"
+    );
     s.api_key_env = None;
     let e = PreparedScenario::with_allow(&s, &server.host(), &allow).unwrap_err();
     let text = e.to_string();
@@ -247,10 +255,19 @@ async fn the_api_key_never_appears_in_outcomes_debug_errors_or_logs() {
 #[test]
 fn bad_allow_list_flags_are_usage_errors() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenswarm"))
-        .args(["worker", "--allow-host", "http://evil.example/", "--master-timeout", "1"])
+        .args([
+            "worker",
+            "--allow-host",
+            "http://evil.example/",
+            "--master-timeout",
+            "1",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("http://evil.example/") && stderr.contains("HOST:PORT"), "{stderr}");
+    assert!(
+        stderr.contains("http://evil.example/") && stderr.contains("HOST:PORT"),
+        "{stderr}"
+    );
 }

@@ -136,10 +136,7 @@ fn parse_rule(rule: &str) -> Result<HostRule, LlmError> {
         return Err(bad("write IPv6 addresses in brackets, e.g. [::1]:8000"));
     }
     let url = reqwest::Url::parse(&format!("http://{host}/")).map_err(|e| bad(&e.to_string()))?;
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("no host"))?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
     Ok(HostRule {
         host: host.to_string(),
         port,
@@ -167,7 +164,10 @@ mod tests {
         assert!(a.check_url("s", &url("http://[::1]/v1")).is_ok(), "80 from the scheme");
         let e = a.check_url("s", &url("http://127.0.0.1:8001/v1")).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("127.0.0.1:8001") && text.contains("--allow-host"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:8001") && text.contains("--allow-host"),
+            "{text}"
+        );
         assert!(a.check_url("s", &url("http://evil.example.com/")).is_err());
         assert!(a.check_url("s", &url("http://api.example.com.evil/")).is_err());
     }
@@ -177,7 +177,10 @@ mod tests {
         let a = AllowList::new(&[], &["OPENAI_API_KEY".into()]).unwrap();
         assert!(a.check_key_env("s", "OPENAI_API_KEY").is_ok());
         let e = a.check_key_env("s", "AWS_SECRET_ACCESS_KEY").unwrap_err().to_string();
-        assert!(e.contains("AWS_SECRET_ACCESS_KEY") && e.contains("--allow-key-env"), "{e}");
+        assert!(
+            e.contains("AWS_SECRET_ACCESS_KEY") && e.contains("--allow-key-env"),
+            "{e}"
+        );
         assert!(a.check_url("s", &url("http://anything/")).is_ok(), "no host list");
         for rule in ["http://h", "h/x", "", "::1", "h:port", "h:70000"] {
             assert!(AllowList::new(&[rule.into()], &[]).is_err(), "{rule}");

@@ -271,7 +271,9 @@ impl PreparedScenario {
     }
 
     fn request(&self, http: &reqwest::Client, seq: u64) -> reqwest::RequestBuilder {
-        http.post(self.url.clone()).headers(self.headers.clone()).body(self.body(seq))
+        http.post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(self.body(seq))
     }
 }
 

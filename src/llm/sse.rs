@@ -270,23 +270,20 @@ impl SseParser {
         };
         // The event's size is its data (each line + LF) plus its name.
         let room = self.max_event.saturating_sub(self.event.len());
-        let too_large = SseError::EventTooLarge { limit: self.max_event };
-        match field {
-            b"data" => {
-                if !push_bounded(&mut self.data, value, Some(b'\n'), room) {
-                    return Err(too_large);
-                }
-            }
+        let fits = match field {
+            b"data" => push_bounded(&mut self.data, value, Some(b'\n'), room),
             b"event" => {
                 self.event.clear();
                 let room = self.max_event.saturating_sub(self.data.len());
-                if !push_bounded(&mut self.event, value, None, room) {
-                    return Err(too_large);
-                }
+                push_bounded(&mut self.event, value, None, room)
             }
-            _ => {}
+            _ => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(SseError::EventTooLarge { limit: self.max_event })
         }
-        Ok(())
     }
 }
 
