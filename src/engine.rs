@@ -75,6 +75,8 @@ pub struct RunContext {
     pub seed: u64,
     /// The master's `stop_timeout`: how long in-flight requests may finish.
     pub stop_timeout: Duration,
+    /// The worker operator's bounds on hosts and key variables.
+    pub allow: crate::llm::AllowList,
 }
 
 /// One request of the load: send it, measure it, record it, check safety.
@@ -206,7 +208,7 @@ impl Engine {
                         scenario: s.name.clone(),
                     });
                 }
-                PreparedScenario::new(s, &ctx.host).map_err(|source| EngineError::Scenario {
+                PreparedScenario::with_allow(s, &ctx.host, &ctx.allow).map_err(|source| EngineError::Scenario {
                     scenario: s.name.clone(),
                     source,
                 })

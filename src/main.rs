@@ -49,6 +49,24 @@ struct WorkerArgs {
     /// Node id (ZeroMQ identity); default `<hostname>_<random hex>`.
     #[arg(long)]
     node_id: Option<String>,
+    /// Only send requests to this HOST[:PORT] (repeat for more; IPv6 as
+    /// [::1]:8000). Default: any host the master names.
+    #[arg(
+        long = "allow-host",
+        value_name = "HOST[:PORT]",
+        env = "TOKENSWARM_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    allow_hosts: Vec<String>,
+    /// Only read API keys from this environment variable (repeat for more).
+    /// Default: any variable a scenario's api_key_env names.
+    #[arg(
+        long = "allow-key-env",
+        value_name = "NAME",
+        env = "TOKENSWARM_ALLOW_KEY_ENVS",
+        value_delimiter = ','
+    )]
+    allow_key_envs: Vec<String>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -80,11 +98,13 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
             Command::Worker(args) => {
+                let allow = tokenswarm::llm::AllowList::new(&args.allow_hosts, &args.allow_key_envs)?;
                 let opts = WorkerOptions {
                     master_host: args.master_host,
                     master_port: args.master_port,
                     master_timeout: Duration::from_secs_f64(args.master_timeout),
                     node_id: args.node_id,
+                    allow,
                 };
                 tokenswarm::locust::run(opts, tokenswarm::shutdown::signal())
                     .await

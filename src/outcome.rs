@@ -51,6 +51,13 @@ pub enum FailureKind {
     InvalidResponse,
     /// The request was in flight when the master stopped the run.
     Cancelled,
+    /// The server answered with a redirect (3xx); redirects are never
+    /// followed, so credentials never reach another host.
+    Redirect,
+    /// An SSE line was longer than the client's bound (`llm::sse`).
+    SseLineTooLong,
+    /// An SSE event was larger than the client's bound (`llm::sse`).
+    SseEventTooLarge,
 }
 
 impl FailureKind {
@@ -77,6 +84,9 @@ impl FailureKind {
             FailureKind::EmptyAnswer => "empty_answer",
             FailureKind::InvalidResponse => "invalid_response",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::Redirect => "redirect",
+            FailureKind::SseLineTooLong => "sse_line_too_long",
+            FailureKind::SseEventTooLarge => "sse_event_too_large",
         }
     }
 }
@@ -252,6 +262,23 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
 }
 
+/// Inter-token gaps beyond the per-request cap (`llm::stream::MAX_ITL_SAMPLES`),
+/// summarised so their count stays exact while memory stays bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItlTail {
+    pub count: u64,
+    pub sum_us: u64,
+    pub max_us: u32,
+}
+
+impl ItlTail {
+    pub fn add(&mut self, gap_us: u32) {
+        self.count = self.count.saturating_add(1);
+        self.sum_us = self.sum_us.saturating_add(u64::from(gap_us));
+        self.max_us = self.max_us.max(gap_us);
+    }
+}
+
 /// Everything measured about one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
@@ -269,14 +296,20 @@ pub struct Outcome {
     pub ttfa: Option<Duration>,
     /// Send -> last token-bearing chunk.
     pub e2e: Option<Duration>,
-    /// Gaps between consecutive token-bearing chunks, in microseconds.
+    /// Gaps between consecutive token-bearing chunks, in microseconds
+    /// (at most `llm::stream::MAX_ITL_SAMPLES`; the rest in `itl_tail`).
     pub itl_us: Vec<u32>,
+    /// Gaps beyond `itl_us`'s cap, summarised.
+    pub itl_tail: ItlTail,
     /// Token-bearing chunks counted on the client.
     pub output_chunks: u64,
     /// Server-reported usage.
     pub usage: Usage,
     /// Response body bytes received.
     pub content_length: u64,
+    /// Times the request was sent again because its pooled connection had
+    /// been closed by the server before answering (0 or 1; `llm::client`).
+    pub stale_retries: u32,
     /// `Some` when the request failed.
     pub failure: Option<Failure>,
 }

@@ -737,3 +737,28 @@ fn output_divergence_is_warned_once_and_counted() {
     assert!(requests > 10);
     assert_eq!(chat["output_divergent"].parse::<u64>().unwrap(), requests, "{chat:?}");
 }
+
+/// Proves (issue 13): a worker started with `--allow-host` (here through
+/// `TOKENSWARM_ALLOW_HOSTS`) refuses a run whose target is not on its list:
+/// the master shows the reason naming the refused host, the run stops,
+/// and the simulator (the refused target) never sees a request.
+#[test]
+fn a_host_outside_the_workers_allow_list_is_refused_before_any_request() {
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 4}\n";
+    let mut c = start(Setup {
+        name: "cluster-allow",
+        scenarios_yaml: yaml,
+        master_args: &["--headless", "-u", "2", "-r", "2", "-t", "60s", "--llm-no-warmup"],
+        worker_env: &[("TOKENSWARM_ALLOW_HOSTS", "127.0.0.1:1,api.example.com")],
+        ..TWO_WORKERS
+    });
+    let code = c.wait_master(Duration::from_secs(50));
+    assert_ne!(code, Some(0), "{}", c.logs());
+    let out = c.master.output();
+    assert!(
+        out.contains("is not allowed by this worker") && out.contains(&format!("127.0.0.1:{}", c.sim_port)),
+        "{}",
+        c.logs()
+    );
+    assert_eq!(u(&sim_stats(c.sim_port)["requests"]), 0, "{}", c.logs());
+}

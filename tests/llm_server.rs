@@ -29,6 +29,8 @@ pub enum Step {
     End,
     /// Close the connection now (truncated body or no response at all).
     Close,
+    /// Bytes written as they are (a hand-made status line and headers).
+    Raw(Vec<u8>),
 }
 
 /// What the server saw and did for one request.
@@ -168,6 +170,7 @@ async fn connection(mut sock: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec
                     true
                 }
                 Step::End => sock.write_all(b"0\r\n\r\n").await.is_ok(),
+                Step::Raw(bytes) => sock.write_all(&bytes).await.is_ok(),
                 Step::Close => {
                     closed = true;
                     false

@@ -35,21 +35,60 @@
 //! # Failures are data
 //! Every path returns an `Outcome`. Messages carry the HTTP status and a
 //! short body excerpt, or the error chain without the URL; they never carry
-//! request headers, and as a last guard the API key value is replaced by
-//! `[redacted]` should a server echo it back.
+//! request headers, and every excerpt and message goes through the
+//! scenario's [`Scrubber`] (API key and credential-like header values
+//! replaced by `[redacted]`, whole or in fragments) and is bounded.
+//!
+//! # Redirects
+//! Never followed: a `3xx` is `FailureKind::Redirect` and its body is not
+//! read. Following one would send the request (and reqwest keeps
+//! `x-api-key` and other custom headers across hosts; it drops only
+//! `Authorization`) to wherever the server says; an LLM API never needs it.
+//!
+//! # Stale pooled connections
+//! A server may close an idle keep-alive connection just as the pool hands
+//! it to a new request (llama.cpp did for 2 of 64 requests). The request is
+//! then written into a connection the server has already closed, and hyper
+//! reports "connection closed before message completed" (or a reset)
+//! before any byte of the response. Such a request is not a server failure:
+//! it is sent once more, on a connection made for it by a second client
+//! without a pool, and `Outcome::stale_retries` (and
+//! [`LlmClient::stale_retries`]) count it. Timings still run from the first
+//! send: the client really waited that long.
+//!
+//! Only this case is retried: the error must come from `send` (no response
+//! head), be hyper's incomplete-message or a connection reset / broken
+//! pipe, and the connection must have been *reused*. reqwest does not say
+//! whether a connection was reused, so the client remembers the (local,
+//! remote) address pairs of connections that have already delivered a
+//! response ([`KnownConnections`]) and looks up the failed request's pair
+//! (hyper-util attaches it to the error). A fresh connection that fails
+//! this way is a real failure (the server accepted and closed it), and so
+//! is anything after the response head. hyper itself already re-sends a
+//! request it had not started writing; what remains is the race where the
+//! request was written after the server's close, which from the client
+//! cannot be told apart from a server that read the request and then
+//! closed without answering: at worst one extra request, counted.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpInfo;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::LlmError;
+use super::allow::AllowList;
 use super::prompt::PromptBuilder;
 use super::request::{self, BodyTemplate};
-use super::stream::{Flow, ResponseReader, excerpt};
+use super::scrub::Scrubber;
+use super::stream::{Flow, ResponseReader};
 use crate::outcome::{Failure, FailureKind, Outcome};
 use crate::scenario::{Scenario, Timeouts};
 
@@ -64,10 +103,45 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(MAX_TIMEOUT).min(MAX_TIMEOUT)
 }
 
+/// Most connections [`KnownConnections`] remembers before it forgets all
+/// (64 bytes each: 4 MiB). Forgetting only means a stale connection among
+/// those is not recognised once; closed connections are never removed
+/// otherwise, so the set must not grow with the run.
+const KNOWN_CONNECTIONS_MAX: usize = 65_536;
+
+/// The (local, remote) address pairs of connections that have delivered a
+/// response, so a later failure on the same pair is known to be a reused
+/// connection. An OS may give a new connection the local port of a closed
+/// one; that makes one retry of a real failure, never a lost request.
+#[derive(Debug, Default)]
+struct KnownConnections(Mutex<HashSet<(SocketAddr, SocketAddr)>>);
+
+impl KnownConnections {
+    fn insert(&self, info: &HttpInfo) {
+        let key = (info.local_addr(), info.remote_addr());
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= KNOWN_CONNECTIONS_MAX && !set.contains(&key) {
+            set.clear();
+        }
+        set.insert(key);
+    }
+
+    /// Removes `info`'s pair and says whether it was there.
+    fn take(&self, info: &HttpInfo) -> bool {
+        let key = (info.local_addr(), info.remote_addr());
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&key)
+    }
+}
+
 /// The HTTP client shared by all users of a worker. Cheap to clone.
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
+    /// Same settings, no pool: the one retry after a stale pooled
+    /// connection goes on a connection made for it.
+    fresh: reqwest::Client,
+    known: Arc<KnownConnections>,
+    stale_retries: Arc<AtomicU64>,
     connect: Duration,
     first_token: Duration,
     total: Duration,
@@ -81,6 +155,7 @@ impl fmt::Debug for LlmClient {
             .field("first_token", &self.first_token)
             .field("total", &self.total)
             .field("max_concurrency", &self.max_concurrency)
+            .field("stale_retries", &self.stale_retries())
             .finish_non_exhaustive()
     }
 }
@@ -94,8 +169,9 @@ pub struct PreparedScenario {
     headers: HeaderMap,
     template: BodyTemplate,
     prompt: PromptBuilder,
-    /// Only for scrubbing failure messages; never formatted.
-    secret: Option<String>,
+    /// The key and credential-like header values, for scrubbing failure
+    /// text; never formatted.
+    scrub: Scrubber,
 }
 
 impl fmt::Debug for PreparedScenario {
@@ -123,6 +199,17 @@ impl PreparedScenario {
     /// naming that variable when it is unset or empty. The unique part of
     /// prompts is salted randomly (see [`PromptBuilder::with_salt`]).
     pub fn new(scenario: &Scenario, host: &str) -> Result<PreparedScenario, LlmError> {
+        PreparedScenario::with_allow(scenario, host, &AllowList::any())
+    }
+
+    /// Like [`PreparedScenario::new`], refusing a key variable or a URL
+    /// outside `allow` (the key variable is checked before it is read).
+    pub fn with_allow(scenario: &Scenario, host: &str, allow: &AllowList) -> Result<PreparedScenario, LlmError> {
+        if let Some(var) = &scenario.api_key_env {
+            allow.check_key_env(&scenario.name, var)?;
+        }
+        let url = request::url(scenario, host)?;
+        allow.check_url(&scenario.name, &url)?;
         let secret = match &scenario.api_key_env {
             None => None,
             Some(var) => match std::env::var(var) {
@@ -141,18 +228,18 @@ impl PreparedScenario {
                 }
             },
         };
-        let url = request::url(scenario, host)?;
         let headers = request::headers(scenario, secret.as_deref())?;
         let template = BodyTemplate::new(scenario)?;
         let prompt = PromptBuilder::new(&scenario.name, scenario.prompt_length, scenario.prefix_length)
             .with_salt(rand::random());
+        let scrub = Scrubber::new(secret.as_deref(), scenario.headers.values().map(String::as_str));
         Ok(PreparedScenario {
             scenario: scenario.clone(),
             url,
             headers,
             template,
             prompt,
-            secret,
+            scrub,
         })
     }
 
@@ -183,13 +270,10 @@ impl PreparedScenario {
         self.template.body(&self.prompt, seq)
     }
 
-    fn scrub(&self, mut message: String) -> String {
-        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty())
-            && message.contains(secret)
-        {
-            message = message.replace(secret, "[redacted]");
-        }
-        message
+    fn request(&self, http: &reqwest::Client, seq: u64) -> reqwest::RequestBuilder {
+        http.post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(self.body(seq))
     }
 }
 
@@ -201,6 +285,14 @@ fn root_cause(e: &reqwest::Error) -> String {
         last = s;
     }
     last.to_string()
+}
+
+/// The per-request outputs `drive` writes into.
+struct Io<'a> {
+    reader: &'a mut ResponseReader,
+    content_length: &'a mut u64,
+    end: &'a mut Option<Instant>,
+    stale_retries: &'a mut u32,
 }
 
 /// The error and its sources, without the URL.
@@ -220,18 +312,30 @@ impl LlmClient {
     /// A client whose pool keeps up to `max_concurrency` idle connections
     /// per host (one per in-flight request), with `TCP_NODELAY` (small SSE
     /// writes must not wait for Nagle) and rustls.
+    /// Redirects are never followed (see the module docs).
     pub fn new(timeouts: &Timeouts, max_concurrency: usize) -> Result<LlmClient, LlmError> {
         let connect = secs(timeouts.connect_s);
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
+        let builder = || {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .connect_timeout(connect)
+        };
+        let http = builder()
             .pool_max_idle_per_host(max_concurrency.max(1))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .connect_timeout(connect)
+            .build()
+            .map_err(|e| LlmError::ClientBuild(chain(e)))?;
+        let fresh = builder()
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| LlmError::ClientBuild(chain(e)))?;
         Ok(LlmClient {
             http,
+            fresh,
+            known: Arc::default(),
+            stale_retries: Arc::default(),
             connect,
             first_token: secs(timeouts.first_token_s),
             total: secs(timeouts.total_s),
@@ -239,33 +343,68 @@ impl LlmClient {
         })
     }
 
+    /// Requests re-sent after a stale pooled connection, since start.
+    pub fn stale_retries(&self) -> u64 {
+        self.stale_retries.load(Ordering::Relaxed)
+    }
+
+    /// Whether `e`, from `send` (no response head yet), is a reused pooled
+    /// connection the server had closed (see the module docs).
+    fn is_stale_connection(&self, e: &reqwest::Error) -> bool {
+        if e.is_timeout() || e.is_connect() {
+            return false;
+        }
+        let mut closed = false;
+        let mut info = None;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                closed |= h.is_incomplete_message();
+            } else if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                closed |= matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                );
+            } else if let Some(l) = s.downcast_ref::<hyper_util::client::legacy::Error>()
+                && !l.is_connect()
+                && let Some(c) = l.connect_info()
+            {
+                let mut ext = Default::default();
+                c.get_extras(&mut ext);
+                info = ext.get::<HttpInfo>().cloned();
+            }
+            source = s.source();
+        }
+        closed && info.is_some_and(|i| self.known.take(&i))
+    }
+
     /// Sends request `request_seq` of `p` and measures it. Fills every
     /// field of the [`Outcome`] except `queue` (the caller's schedule).
     pub async fn execute(&self, p: &PreparedScenario, request_seq: u64, cancel: &CancellationToken) -> Outcome {
-        let request = self
-            .http
-            .post(p.url.clone())
-            .headers(p.headers.clone())
-            .body(p.body(request_seq));
         let expected = usize::try_from(p.scenario.output_length).unwrap_or(usize::MAX);
-        let mut reader = ResponseReader::new(p.scenario.provider, expected);
+        let mut reader = ResponseReader::new(p.scenario.provider, expected).scrubbing(p.scrub.clone());
         let mut content_length = 0u64;
         let mut end = None;
+        let mut stale_retries = 0u32;
 
         let sent_unix_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let send = Instant::now();
-        let fail = self
-            .drive(request, send, cancel, &mut reader, &mut content_length, &mut end)
-            .await;
+        let io = Io {
+            reader: &mut reader,
+            content_length: &mut content_length,
+            end: &mut end,
+            stale_retries: &mut stale_retries,
+        };
+        let fail = self.drive(p, request_seq, send, cancel, io).await;
         let end = end.unwrap_or_else(Instant::now);
 
         let summary = reader.finish();
         let failure = fail
             .or_else(|| summary.verdict())
-            .map(|f| f.map_text(|text| p.scrub(text)));
+            .map(|f| f.map_text(|text| p.scrub.message(text)));
         if let Some(f) = &failure {
             tracing::debug!(scenario = p.name(), kind = %f.kind().label(), message = %f.message(), "request failed");
         }
@@ -278,9 +417,11 @@ impl LlmClient {
             ttfa: since(summary.first_answer),
             e2e: since(summary.last_token),
             itl_us: summary.itl_us,
+            itl_tail: summary.itl_tail,
             output_chunks: summary.output_chunks,
             usage: summary.usage,
             content_length,
+            stale_retries,
             failure,
         }
     }
@@ -290,13 +431,18 @@ impl LlmClient {
     /// response ended at a known chunk.
     async fn drive(
         &self,
-        request: reqwest::RequestBuilder,
+        p: &PreparedScenario,
+        seq: u64,
         send: Instant,
         cancel: &CancellationToken,
-        reader: &mut ResponseReader,
-        content_length: &mut u64,
-        end: &mut Option<Instant>,
+        io: Io<'_>,
     ) -> Option<Failure> {
+        let Io {
+            reader,
+            content_length,
+            end,
+            stale_retries,
+        } = io;
         let first_deadline = send + self.first_token.min(self.total);
         let total_deadline = send + self.total;
         let sleep = tokio::time::sleep_until(first_deadline);
@@ -323,25 +469,52 @@ impl LlmClient {
         };
         let cancelled = |what: &str| Failure::new(FailureKind::Cancelled, what, "");
 
-        let sent = tokio::select! {
-            biased;
-            _ = &mut cancelled_fut => return Some(cancelled("before the response arrived")),
-            _ = &mut sleep => return Some(timeout(false)),
-            r = request.send() => r,
-        };
-        let mut response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let (kind, what) = if e.is_timeout() {
-                    (FailureKind::Timeout, "request timed out")
-                } else {
-                    (FailureKind::Connect, "request not sent")
-                };
-                return Some(Failure::with_cause(kind, what, &root_cause(&e), &chain(e)));
+        let mut http = &self.http;
+        let mut response = loop {
+            let sent = tokio::select! {
+                biased;
+                _ = &mut cancelled_fut => return Some(cancelled("before the response arrived")),
+                _ = &mut sleep => return Some(timeout(false)),
+                r = p.request(http, seq).send() => r,
+            };
+            match sent {
+                Ok(r) => {
+                    if let Some(info) = r.extensions().get::<HttpInfo>() {
+                        self.known.insert(info);
+                    }
+                    break r;
+                }
+                Err(e) if *stale_retries == 0 && self.is_stale_connection(&e) => {
+                    *stale_retries += 1;
+                    self.stale_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(scenario = p.name(), error = %chain(e), "stale pooled connection; sending again on a new one");
+                    http = &self.fresh;
+                }
+                Err(e) => {
+                    let kind = if e.is_timeout() {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Connect
+                    };
+                    let what = if kind == FailureKind::Timeout {
+                        "request timed out"
+                    } else {
+                        "request not sent"
+                    };
+                    return Some(Failure::with_cause(kind, what, &root_cause(&e), &chain(e)));
+                }
             }
         };
 
         let status = response.status();
+        if status.is_redirection() {
+            *end = Some(Instant::now());
+            return Some(Failure::new(
+                FailureKind::Redirect,
+                "redirects are not followed (credentials go only to the configured URL)",
+                &format!("HTTP {}", status.as_u16()),
+            ));
+        }
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -368,7 +541,7 @@ impl LlmClient {
                 }
             }
             *end = Some(Instant::now());
-            let text = excerpt(&body);
+            let text = p.scrub.excerpt(&body);
             if !status.is_success() {
                 let code = status.as_u16();
                 let what = match status.canonical_reason() {
@@ -389,7 +562,7 @@ impl LlmClient {
                 kind,
                 "response is not text/event-stream",
                 media_type,
-                &format!("{content_type}: {text}"),
+                &format!("{}: {text}", p.scrub.excerpt(content_type.as_bytes())),
             ));
         }
 

@@ -19,14 +19,35 @@
 //! API keys are read from the environment variable a scenario names and live
 //! only inside [`PreparedScenario`]'s header map (marked sensitive). Nothing
 //! here formats them: errors name the *variable*, `Debug` impls print header
-//! names only, and failure messages are scrubbed of the key before they leave.
+//! names only, and every excerpt and failure message goes through a
+//! [`scrub::Scrubber`] before it is stored. Redirects are never followed
+//! (a 3xx is `FailureKind::Redirect`), so a key only ever goes to the URL
+//! the scenario names, and [`allow`] lets the worker's operator bound which
+//! URLs and key variables the master may name.
+//!
+//! # Bounds on server input
+//! | what grows from server input | bound | when crossed |
+//! |---|---|---|
+//! | SSE line | 256 KiB ([`sse::MAX_LINE_BYTES`]) | `sse_line_too_long` |
+//! | SSE event | 1 MiB ([`sse::MAX_EVENT_BYTES`]) | `sse_event_too_large` |
+//! | ITL samples per request | 16 Ki ([`stream::MAX_ITL_SAMPLES`]) | later gaps summarised (`Outcome::itl_tail`) |
+//! | error body read for the message | 2 KiB | rest not read |
+//! | error object text while parsing | 1 KiB per field | cut |
+//! | excerpt of server text | 200 chars ([`scrub::EXCERPT_CHARS`]) | cut, `…` |
+//! | failure message | 512 bytes ([`scrub::MAX_MESSAGE_BYTES`]) | cut, `…` |
+//! | response headers | hyper's defaults (100 headers, ~400 KiB buffer) | connection error |
+//!
+//! Bodies are otherwise never buffered: each chunk is parsed and dropped.
 
+pub mod allow;
 pub mod client;
 pub mod prompt;
 pub mod request;
+pub mod scrub;
 pub mod sse;
 pub mod stream;
 
+pub use allow::AllowList;
 pub use client::{LlmClient, PreparedScenario};
 pub use prompt::PromptBuilder;
 pub use sse::{SseEvent, SseParser};
@@ -64,4 +85,27 @@ pub enum LlmError {
     /// The HTTP client (TLS backend, connection pool) could not be built.
     #[error("cannot build the HTTP client: {0}")]
     ClientBuild(String),
+    /// The scenario's URL is outside the worker's `--allow-host` list.
+    #[error(
+        "scenario {scenario:?}: host {host} is not allowed by this worker (--allow-host {allowed}); \
+         ask the worker's operator to add it with --allow-host"
+    )]
+    HostNotAllowed {
+        scenario: String,
+        host: String,
+        allowed: String,
+    },
+    /// The scenario's `api_key_env` is outside the worker's `--allow-key-env` list.
+    #[error(
+        "scenario {scenario:?}: api_key_env {var} is not allowed by this worker (--allow-key-env {allowed}); \
+         the variable was not read"
+    )]
+    KeyEnvNotAllowed {
+        scenario: String,
+        var: String,
+        allowed: String,
+    },
+    /// An `--allow-host` / `--allow-key-env` value cannot be used.
+    #[error("allow-list entry {rule:?}: {reason}")]
+    BadAllowRule { rule: String, reason: String },
 }

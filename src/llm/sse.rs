@@ -38,6 +38,27 @@
 //!
 //! This parser works on bytes and never allocates per event once its
 //! buffers have grown to the largest event: the callback borrows the data.
+//!
+//! # Bounds (issue 13)
+//! The only state that grows with input is the unterminated line and the
+//! event being built, so both are bounded; a stream that crosses a bound
+//! is not an LLM stream we can measure, and the request fails with a kind
+//! of its own instead of taking the worker's memory (one endless line took
+//! a worker from 9 MB to 3 GB in 10 s before these bounds):
+//!
+//! | buffer | bound | crossing it |
+//! |---|---|---|
+//! | one line (field name + value, without its terminator) | [`MAX_LINE_BYTES`] = 256 KiB | [`SseError::LineTooLong`] |
+//! | one event (joined `data` + `event` name) | [`MAX_EVENT_BYTES`] = 1 MiB | [`SseError::EventTooLarge`] |
+//!
+//! Why these numbers: the largest events real servers send are a few KiB
+//! (a chunk with logprobs, a tool-call fragment, Anthropic's
+//! `message_start`); 256 KiB per line is 50x that, and an event may span
+//! several such lines. Buffers never reserve more than their bound, so one
+//! request holds at most 1.25 MiB here, whatever the server sends. The
+//! check depends only on line and event lengths, never on how the bytes
+//! were split, so every split of a stream fails at the same event. After an
+//! error the parser frees its buffers and ignores further input.
 
 /// One dispatched event. `data` has its trailing LF removed; `event` is
 /// `b"message"` when the stream named none.
@@ -47,12 +68,45 @@ pub struct SseEvent<'a> {
     pub data: &'a [u8],
 }
 
+/// Longest line (without its terminator) the parser accepts.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Largest event (data lines joined by LF, plus the event name) it accepts.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The stream crossed one of the parser's bounds; nothing after it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    #[error("an SSE line is longer than {limit} bytes")]
+    LineTooLong { limit: usize },
+    #[error("an SSE event is larger than {limit} bytes")]
+    EventTooLarge { limit: usize },
+}
+
+/// Appends `bytes` (and `then`, if any) to `buf` unless that would make it
+/// longer than `limit`; never reserves capacity beyond `limit`.
+fn push_bounded(buf: &mut Vec<u8>, bytes: &[u8], then: Option<u8>, limit: usize) -> bool {
+    let need = buf
+        .len()
+        .saturating_add(bytes.len())
+        .saturating_add(usize::from(then.is_some()));
+    if need > limit {
+        return false;
+    }
+    if need > buf.capacity() {
+        let grown = buf.capacity().saturating_mul(2).clamp(need, limit);
+        buf.reserve_exact(grown - buf.len());
+    }
+    buf.extend_from_slice(bytes);
+    buf.extend(then);
+    true
+}
+
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 /// `bom` value once the start of the stream has been decided.
 const BOM_DONE: u8 = u8::MAX;
 
 /// Incremental SSE parser; feed it chunks in order with [`SseParser::feed`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct SseParser {
     /// The unterminated line carried over from earlier chunks.
     line: Vec<u8>,
@@ -64,23 +118,56 @@ pub struct SseParser {
     after_cr: bool,
     /// BOM bytes matched at the stream start (0..=3), or [`BOM_DONE`].
     bom: u8,
+    /// Set once a bound was crossed; the parser then ignores its input.
+    error: Option<SseError>,
+    max_line: usize,
+    max_event: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> SseParser {
+        SseParser::with_limits(MAX_LINE_BYTES, MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
+    /// A parser with the default bounds ([`MAX_LINE_BYTES`], [`MAX_EVENT_BYTES`]).
     pub fn new() -> SseParser {
         SseParser::default()
     }
 
+    /// A parser with other bounds (tests use small ones).
+    pub fn with_limits(max_line: usize, max_event: usize) -> SseParser {
+        SseParser {
+            line: Vec::new(),
+            data: Vec::new(),
+            event: Vec::new(),
+            after_cr: false,
+            bom: 0,
+            error: None,
+            max_line,
+            max_event,
+        }
+    }
+
     /// Parses `chunk`, calling `on_event` for every event it completes.
-    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+    /// Once a bound is crossed it returns that error, now and on every
+    /// later call; the events completed before the offending line were
+    /// delivered.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) -> Result<(), SseError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         if self.bom != BOM_DONE {
             while (self.bom as usize) < BOM.len() {
-                let Some(&b) = chunk.first() else { return };
+                let Some(&b) = chunk.first() else { return Ok(()) };
                 if b != BOM[self.bom as usize] {
                     // Not a BOM after all: the matched bytes are content.
                     let matched = self.bom as usize;
                     self.bom = BOM_DONE;
-                    self.lines(&BOM[..matched], &mut on_event);
+                    if let Err(e) = self.lines(&BOM[..matched], &mut on_event) {
+                        return Err(self.poison(e));
+                    }
                     break;
                 }
                 self.bom += 1;
@@ -88,7 +175,25 @@ impl SseParser {
             }
             self.bom = BOM_DONE;
         }
-        self.lines(chunk, &mut on_event);
+        self.lines(chunk, &mut on_event).map_err(|e| self.poison(e))
+    }
+
+    /// The bound crossed so far, if any.
+    pub fn error(&self) -> Option<SseError> {
+        self.error
+    }
+
+    /// Bytes held in the parser's buffers (their capacity), for tests.
+    pub fn buffered_capacity(&self) -> usize {
+        self.line.capacity() + self.data.capacity() + self.event.capacity()
+    }
+
+    fn poison(&mut self, e: SseError) -> SseError {
+        self.error = Some(e);
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.event = Vec::new();
+        e
     }
 
     /// Ends the stream. Returns true when an event had started (data or
@@ -102,22 +207,29 @@ impl SseParser {
         pending
     }
 
-    fn lines(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn lines(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) -> Result<(), SseError> {
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
             }
         }
+        let too_long = SseError::LineTooLong { limit: self.max_line };
         while let Some(i) = memchr::memchr2(b'\n', b'\r', chunk) {
             if self.line.is_empty() {
-                self.line_done(&chunk[..i], on_event);
+                if i > self.max_line {
+                    return Err(too_long);
+                }
+                self.line_done(&chunk[..i], on_event)?;
             } else {
-                self.line.extend_from_slice(&chunk[..i]);
+                if !push_bounded(&mut self.line, &chunk[..i], None, self.max_line) {
+                    return Err(too_long);
+                }
                 let line = std::mem::take(&mut self.line);
-                self.line_done(&line, on_event);
+                let done = self.line_done(&line, on_event);
                 self.line = line;
                 self.line.clear();
+                done?;
             }
             let cr = chunk[i] == b'\r';
             chunk = &chunk[i + 1..];
@@ -129,10 +241,13 @@ impl SseParser {
                 }
             }
         }
-        self.line.extend_from_slice(chunk);
+        if !push_bounded(&mut self.line, chunk, None, self.max_line) {
+            return Err(too_long);
+        }
+        Ok(())
     }
 
-    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) -> Result<(), SseError> {
         if line.is_empty() {
             if !self.data.is_empty() {
                 let data = &self.data[..self.data.len() - 1];
@@ -141,10 +256,10 @@ impl SseParser {
             }
             self.data.clear();
             self.event.clear();
-            return;
+            return Ok(());
         }
         if line[0] == b':' {
-            return;
+            return Ok(());
         }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => {
@@ -153,16 +268,21 @@ impl SseParser {
             }
             None => (line, &b""[..]),
         };
-        match field {
-            b"data" => {
-                self.data.extend_from_slice(value);
-                self.data.push(b'\n');
-            }
+        // The event's size is its data (each line + LF) plus its name.
+        let room = self.max_event.saturating_sub(self.event.len());
+        let fits = match field {
+            b"data" => push_bounded(&mut self.data, value, Some(b'\n'), room),
             b"event" => {
                 self.event.clear();
-                self.event.extend_from_slice(value);
+                let room = self.max_event.saturating_sub(self.data.len());
+                push_bounded(&mut self.event, value, None, room)
             }
-            _ => {}
+            _ => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(SseError::EventTooLarge { limit: self.max_event })
         }
     }
 }
@@ -181,7 +301,8 @@ mod tests {
                     String::from_utf8_lossy(e.event).into_owned(),
                     String::from_utf8_lossy(e.data).into_owned(),
                 ))
-            });
+            })
+            .unwrap();
             last = c;
         }
         out
@@ -218,7 +339,7 @@ mod tests {
             vec![("message".to_string(), "2".to_string())]
         );
         let mut p = SseParser::new();
-        p.feed(b"data: 1\n", |_| panic!("dispatched early"));
+        p.feed(b"data: 1\n", |_| panic!("dispatched early")).unwrap();
         assert!(p.finish());
         assert!(!p.finish());
     }

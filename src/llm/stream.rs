@@ -41,13 +41,25 @@
 //! string with escapes (e.g. `\n` in content) and the rare error paths; the
 //! only growing buffer is `itl_us`, pre-sized from the expected output
 //! length (tests/llm_sse.rs counts: 6 allocations for a 68-event stream).
+//!
+//! # Bounds
+//! - The SSE parser bounds lines and events ([`super::sse`]); crossing a
+//!   bound fails the request as `SseLineTooLong` / `SseEventTooLarge`.
+//! - `itl_us` keeps at most [`MAX_ITL_SAMPLES`] gaps (64 KiB); later gaps
+//!   are summarised in [`ItlTail`] (count, sum, max), so counts stay exact
+//!   and a stream of a million tiny events costs no more memory than one of
+//!   16 Ki. 16 Ki chunks is more than the output of nearly every request.
+//! - Error objects are read into excerpts while parsing (never into a
+//!   `serde_json::Value`), and every excerpt goes through the scenario's
+//!   [`Scrubber`] before it is stored.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::time::Instant;
 
-use super::sse::{SseEvent, SseParser};
-use crate::outcome::{Failure, FailureKind, Usage};
+use super::scrub::Scrubber;
+use super::sse::{SseError, SseEvent, SseParser};
+use crate::outcome::{Failure, FailureKind, ItlTail, Usage};
 use crate::scenario::Provider;
 
 /// Whether the caller should keep reading the body.
@@ -68,8 +80,11 @@ pub struct StreamSummary {
     pub first_answer: Option<Instant>,
     /// Last token-bearing event.
     pub last_token: Option<Instant>,
-    /// Gaps between consecutive token-bearing events, µs.
+    /// Gaps between consecutive token-bearing events, µs: the first
+    /// [`MAX_ITL_SAMPLES`]; the rest are in `itl_tail`.
     pub itl_us: Vec<u32>,
+    /// Gaps beyond [`MAX_ITL_SAMPLES`], summarised.
+    pub itl_tail: ItlTail,
     /// Token-bearing events.
     pub output_chunks: u64,
     /// Events with answer text.
@@ -126,6 +141,9 @@ struct AnthropicInput {
     cache_creation: Option<u64>,
 }
 
+/// Most ITL gaps one request keeps individually (4 bytes each).
+pub const MAX_ITL_SAMPLES: usize = 16 * 1024;
+
 /// SSE parser + provider interpretation for one response body.
 #[derive(Debug)]
 pub struct ResponseReader {
@@ -134,6 +152,7 @@ pub struct ResponseReader {
     summary: StreamSummary,
     anthropic: AnthropicInput,
     stopped: bool,
+    scrub: Scrubber,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -146,16 +165,28 @@ enum TokenKind {
 impl ResponseReader {
     /// `expected_tokens` pre-sizes the ITL buffer (use the output length).
     pub fn new(provider: Provider, expected_tokens: usize) -> ResponseReader {
+        ResponseReader::with_parser(provider, expected_tokens, SseParser::new())
+    }
+
+    /// Like [`ResponseReader::new`] with a given parser (other bounds).
+    pub fn with_parser(provider: Provider, expected_tokens: usize, parser: SseParser) -> ResponseReader {
         ResponseReader {
-            parser: SseParser::new(),
+            parser,
             provider,
             summary: StreamSummary {
-                itl_us: Vec::with_capacity(expected_tokens.min(1 << 16)),
+                itl_us: Vec::with_capacity(expected_tokens.min(MAX_ITL_SAMPLES)),
                 ..StreamSummary::default()
             },
             anthropic: AnthropicInput::default(),
             stopped: false,
+            scrub: Scrubber::default(),
         }
+    }
+
+    /// Scrubs failure excerpts with `scrub` (the scenario's secrets).
+    pub fn scrubbing(mut self, scrub: Scrubber) -> ResponseReader {
+        self.scrub = scrub;
+        self
     }
 
     /// Feeds one network chunk that arrived at `at`.
@@ -169,19 +200,39 @@ impl ResponseReader {
             summary,
             anthropic,
             stopped,
+            scrub,
         } = self;
-        parser.feed(chunk, |ev| {
+        let fed = parser.feed(chunk, |ev| {
             if *stopped {
                 return;
             }
             summary.events += 1;
             let flow = match provider {
-                Provider::OpenaiChat | Provider::OpenaiCompletions => openai_event(summary, ev, at),
-                Provider::Anthropic => anthropic_event(summary, anthropic, ev, at),
+                Provider::OpenaiChat | Provider::OpenaiCompletions => openai_event(summary, scrub, ev, at),
+                Provider::Anthropic => anthropic_event(summary, anthropic, scrub, ev, at),
             };
             *stopped = flow == Flow::Stop;
         });
+        if let Err(e) = fed
+            && !self.stopped
+        {
+            let kind = match e {
+                SseError::LineTooLong { .. } => FailureKind::SseLineTooLong,
+                SseError::EventTooLarge { .. } => FailureKind::SseEventTooLarge,
+            };
+            let what = match kind {
+                FailureKind::SseLineTooLong => "an SSE line is longer than the client's bound",
+                _ => "an SSE event is larger than the client's bound",
+            };
+            fail(&mut self.summary, Failure::new(kind, what, &e.to_string()));
+            self.stopped = true;
+        }
         if self.stopped { Flow::Stop } else { Flow::Continue }
+    }
+
+    /// Bytes the SSE parser holds (bounded), for tests.
+    pub fn buffered_capacity(&self) -> usize {
+        self.parser.buffered_capacity()
     }
 
     /// The facts so far.
@@ -199,8 +250,12 @@ impl ResponseReader {
 fn token(s: &mut StreamSummary, at: Instant, kind: TokenKind) {
     match s.last_token {
         Some(prev) => {
-            let gap = at.saturating_duration_since(prev).as_micros();
-            s.itl_us.push(gap.min(u32::MAX as u128) as u32);
+            let gap = at.saturating_duration_since(prev).as_micros().min(u32::MAX as u128) as u32;
+            if s.itl_us.len() < MAX_ITL_SAMPLES {
+                s.itl_us.push(gap);
+            } else {
+                s.itl_tail.add(gap);
+            }
         }
         None => s.first_token = Some(at),
     }
@@ -218,59 +273,165 @@ fn token(s: &mut StreamSummary, at: Instant, kind: TokenKind) {
     }
 }
 
-/// At most this many characters of server text go into a failure message.
-const EXCERPT_CHARS: usize = 200;
-
-/// A short, single-line excerpt of server-provided bytes.
-pub(crate) fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
-    out
-}
-
 fn fail(s: &mut StreamSummary, failure: Failure) -> Flow {
     s.failure = Some(failure);
     Flow::Stop
 }
 
-fn invalid(s: &mut StreamSummary, e: serde_json::Error, data: &[u8]) -> Flow {
+fn invalid(s: &mut StreamSummary, scrub: &Scrubber, e: serde_json::Error, data: &[u8]) -> Flow {
     fail(
         s,
         Failure::new(
             FailureKind::InvalidResponse,
             "stream event is not valid JSON",
-            &format!("{e}: {}", excerpt(data)),
+            &format!("{e}: {}", scrub.excerpt(data)),
         ),
     )
 }
 
 /// An error event: its `type` (when a string) is the cause in the summary,
 /// its message the detail; anything else about it is per-request text.
-fn error_event(s: &mut StreamSummary, err: Option<&serde_json::Value>, data: &[u8]) -> Flow {
-    use serde_json::Value;
+fn error_event(s: &mut StreamSummary, scrub: &Scrubber, err: Option<&ErrorInfo>, data: &[u8]) -> Flow {
     let (cause, detail) = match err {
-        Some(Value::String(m)) => ("", excerpt(m.as_bytes())),
-        Some(Value::Object(o)) => {
-            let cause = o.get("type").and_then(Value::as_str).unwrap_or("");
-            let detail = match o.get("message") {
-                Some(Value::String(m)) => excerpt(m.as_bytes()),
-                _ => excerpt(data),
-            };
-            (cause, detail)
-        }
-        _ => ("", excerpt(data)),
+        Some(ErrorInfo { kind, message: Some(m) }) => (kind.clone().unwrap_or_default(), scrub.excerpt(m.as_bytes())),
+        Some(ErrorInfo { kind, message: None }) => (kind.clone().unwrap_or_default(), scrub.excerpt(data)),
+        None => (String::new(), scrub.excerpt(data)),
     };
     fail(
         s,
-        Failure::with_cause(FailureKind::ErrorEvent, "error event in stream", cause, &detail),
+        if cause.is_empty() {
+            Failure::new(FailureKind::ErrorEvent, "error event in stream", &detail)
+        } else {
+            Failure::with_cause(
+                FailureKind::ErrorEvent,
+                "error event in stream",
+                &scrub.message(cause),
+                &detail,
+            )
+        },
     )
+}
+
+/// Longest text kept from one field of an error object while parsing; the
+/// excerpt then keeps fewer characters still.
+const ERROR_TEXT_BYTES: usize = 1024;
+
+/// What an `error` value (a string, or an object with `type` and
+/// `message`) said. Read while parsing, with each text cut to
+/// [`ERROR_TEXT_BYTES`], so a huge error object costs no more than that.
+#[derive(Default)]
+struct ErrorInfo {
+    kind: Option<String>,
+    message: Option<String>,
+}
+
+/// A JSON string cut to [`ERROR_TEXT_BYTES`]; any other value is `None`.
+struct ShortText(Option<String>);
+
+fn short(v: &str) -> String {
+    let mut end = v.len().min(ERROR_TEXT_BYTES);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
+}
+
+impl<'de> Deserialize<'de> for ShortText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShortText, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ShortText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShortText, E> {
+                Ok(ShortText(Some(short(v))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ShortText, E> {
+                Ok(ShortText(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ShortText, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ShortText(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ShortText, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ShortText(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ErrorInfo, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Key {
+            Type,
+            Message,
+            #[serde(other)]
+            Other,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ErrorInfo;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an error string or object")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ErrorInfo, E> {
+                Ok(ErrorInfo {
+                    kind: None,
+                    message: Some(short(v)),
+                })
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ErrorInfo, E> {
+                Ok(ErrorInfo::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ErrorInfo, E> {
+                Ok(ErrorInfo::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ErrorInfo, E> {
+                Ok(ErrorInfo::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ErrorInfo, E> {
+                Ok(ErrorInfo::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ErrorInfo, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ErrorInfo::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ErrorInfo, A::Error> {
+                let mut info = ErrorInfo::default();
+                while let Some(k) = map.next_key::<Key>()? {
+                    match k {
+                        Key::Type => info.kind = map.next_value::<ShortText>()?.0,
+                        Key::Message => info.message = map.next_value::<ShortText>()?.0,
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(info)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // ---------------------------------------------------------------- OpenAI
@@ -282,11 +443,11 @@ struct OaChunk {
     #[serde(default)]
     usage: Option<OaUsage>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<ErrorInfo>,
     #[serde(default)]
     object: Option<ObjectTag>,
     #[serde(default)]
-    message: Option<serde_json::Value>,
+    message: Option<ShortText>,
 }
 
 #[derive(Deserialize, PartialEq, Eq)]
@@ -435,7 +596,7 @@ impl<'de> Deserialize<'de> for NonEmpty {
     }
 }
 
-fn openai_event(s: &mut StreamSummary, ev: SseEvent<'_>, at: Instant) -> Flow {
+fn openai_event(s: &mut StreamSummary, scrub: &Scrubber, ev: SseEvent<'_>, at: Instant) -> Flow {
     let data = ev.data.trim_ascii();
     if data == b"[DONE]" {
         s.done = true;
@@ -445,16 +606,20 @@ fn openai_event(s: &mut StreamSummary, ev: SseEvent<'_>, at: Instant) -> Flow {
         Ok(c) => c,
         Err(e) => {
             if ev.event == b"error" {
-                return error_event(s, None, data);
+                return error_event(s, scrub, None, data);
             }
-            return invalid(s, e, data);
+            return invalid(s, scrub, e, data);
         }
     };
     if let Some(err) = &chunk.error {
-        return error_event(s, Some(err), data);
+        return error_event(s, scrub, Some(err), data);
     }
     if chunk.object == Some(ObjectTag::Error) || ev.event == b"error" {
-        return error_event(s, chunk.message.as_ref(), data);
+        let info = chunk.message.map(|m| ErrorInfo {
+            kind: None,
+            message: m.0,
+        });
+        return error_event(s, scrub, info.as_ref(), data);
     }
     let c = chunk.choices;
     if c.answer {
@@ -508,7 +673,7 @@ struct AnEvent {
     #[serde(default)]
     usage: Option<AnUsage>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<ErrorInfo>,
 }
 
 #[derive(Deserialize)]
@@ -561,7 +726,13 @@ fn anthropic_usage(s: &mut StreamSummary, acc: &mut AnthropicInput, u: AnUsage) 
     s.usage.output_tokens = u.output_tokens.or(s.usage.output_tokens);
 }
 
-fn anthropic_event(s: &mut StreamSummary, acc: &mut AnthropicInput, ev: SseEvent<'_>, at: Instant) -> Flow {
+fn anthropic_event(
+    s: &mut StreamSummary,
+    acc: &mut AnthropicInput,
+    scrub: &Scrubber,
+    ev: SseEvent<'_>,
+    at: Instant,
+) -> Flow {
     if ev.event == b"ping" {
         return Flow::Continue;
     }
@@ -570,13 +741,13 @@ fn anthropic_event(s: &mut StreamSummary, acc: &mut AnthropicInput, ev: SseEvent
         Ok(e) => e,
         Err(err) => {
             if ev.event == b"error" {
-                return error_event(s, None, data);
+                return error_event(s, scrub, None, data);
             }
-            return invalid(s, err, data);
+            return invalid(s, scrub, err, data);
         }
     };
     if e.kind == AnKind::Error || e.error.is_some() || ev.event == b"error" {
-        return error_event(s, e.error.as_ref(), data);
+        return error_event(s, scrub, e.error.as_ref(), data);
     }
     match e.kind {
         AnKind::MessageStart => {

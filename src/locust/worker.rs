@@ -61,6 +61,8 @@ pub struct WorkerOptions {
     pub master_timeout: Duration,
     /// Routing identity; `<hostname>_<random hex>` when None.
     pub node_id: Option<String>,
+    /// Hosts and key variables the master may use (`--allow-host`, `--allow-key-env`).
+    pub allow: crate::llm::AllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ pub async fn run(opts: WorkerOptions, shutdown: impl Future<Output = ()>) -> Res
     let node_id = opts.node_id.clone().unwrap_or_else(default_node_id);
     let endpoint = format!("tcp://{}:{}", opts.master_host, opts.master_port);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut worker = Worker::new(seed_from(&node_id));
+    let mut worker = Worker::new(seed_from(&node_id), opts.allow.clone());
     info!(node_id, endpoint, "tokenswarm worker starting");
     let mut last_contact = Instant::now();
     loop {
@@ -247,6 +249,7 @@ struct Worker {
     seed: u64,
     /// Runs started by this worker; varies the seed from run to run.
     runs: u64,
+    allow: crate::llm::AllowList,
 }
 
 /// Resolves when the stop in progress has finished; pending when none is.
@@ -261,7 +264,7 @@ async fn wait_stopping(stopping: &mut Option<JoinHandle<()>>) {
 }
 
 impl Worker {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, allow: crate::llm::AllowList) -> Self {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
         Worker {
             state: WorkerState::Ready,
@@ -277,6 +280,7 @@ impl Worker {
             usage: ProcessUsage::new(),
             seed,
             runs: 0,
+            allow,
         }
     }
 
@@ -464,6 +468,7 @@ impl Worker {
                 host: spawn.host.clone().unwrap_or_default(),
                 seed: self.seed.wrapping_add(self.runs),
                 stop_timeout: self.stop_timeout,
+                allow: self.allow.clone(),
             };
             match Engine::start(config, ctx, self.events_tx.clone()) {
                 Ok(engine) => {

@@ -58,6 +58,18 @@ impl Dist {
         self.max = self.max.max(us);
     }
 
+    /// Records `n` samples of `us` (a summarised tail of ITL gaps).
+    fn record_us_n(&mut self, us: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let v = us.clamp(1, MAX_US);
+        self.hist.saturating_record_n(v, n);
+        self.sum = self.sum.saturating_add(us.saturating_mul(n));
+        self.min = self.min.min(us);
+        self.max = self.max.max(us);
+    }
+
     fn record(&mut self, d: Duration) {
         self.record_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
@@ -161,6 +173,18 @@ impl ScenarioLlm {
             }
             for gap in &o.itl_us {
                 itl.record_us(u64::from(*gap));
+            }
+            // Gaps beyond the client's cap: the max once, the mean of the
+            // rest for each of them, so count and max stay exact (the sum
+            // within rounding).
+            let tail = o.itl_tail;
+            if tail.count > 0 {
+                let max = u64::from(tail.max_us);
+                itl.record_us(max);
+                let rest = tail.count - 1;
+                if let Some(mean) = tail.sum_us.saturating_sub(max).checked_div(rest) {
+                    itl.record_us_n(mean, rest);
+                }
             }
             if let Some(d) = o.e2e {
                 e2e.record(d);
@@ -306,6 +330,22 @@ mod tests {
         assert_eq!(r.metrics["tpot"].min, 10_000);
         assert_eq!(r.metrics["itl"].count, 126);
         assert!(s.take().is_none(), "take resets the window");
+    }
+
+    #[test]
+    fn itl_tail_beyond_the_client_cap_keeps_count_and_max() {
+        let mut s = ScenarioLlm::new(100, 64);
+        let mut o = ok(50, 680, 64);
+        o.itl_tail = crate::outcome::ItlTail {
+            count: 1000,
+            sum_us: 999 * 10_000 + 90_000,
+            max_us: 90_000,
+        };
+        s.record(&o, &Slo::default(), 7, None);
+        let itl = &s.take().unwrap().metrics["itl"];
+        assert_eq!(itl.count, 63 + 1000);
+        assert_eq!(itl.max, 90_000);
+        assert_eq!(itl.sum, 63 * 10_000 + 999 * 10_000 + 90_000);
     }
 
     #[test]
