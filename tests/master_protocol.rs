@@ -30,8 +30,12 @@ fn worker_reconnects_after_the_master_is_killed_and_restarted() {
     let lf = protocol_locustfile();
     let mut master = start_master(&dir, "master1", &lf, mport, wport, &[], &[]);
     let mut worker = start_worker(&dir, "worker", mport, &[], &[]);
+    // Both sides: the master logs "ready" before its ack reaches the worker;
+    // killing it in between would let the worker's retried client_ready
+    // register with the second master without ever losing the first.
     wait_for("first registration", Duration::from_secs(30), || {
-        (count_in_log(&master, "reported as ready") >= 1).then_some(())
+        (count_in_log(&master, "reported as ready") >= 1 && count_in_log(&worker, "registered with the master") >= 1)
+            .then_some(())
     });
     master.child.kill().unwrap();
     master.child.wait().unwrap();
