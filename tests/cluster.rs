@@ -323,14 +323,7 @@ fn each_failure_kind_is_counted_once_on_the_master() {
         .iter()
         .find(|r| r["Scenario"] == "Aggregated")
         .expect("Aggregated LLM row");
-    let kinds: BTreeMap<&str, u64> = total["failure_kinds"]
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k, v.parse().unwrap())
-        })
-        .collect();
+    let kinds = failure_kinds(total);
     let sim_count = |k: &str| faults.get(k).and_then(Value::as_u64).unwrap_or(0);
     for (sim_kind, worker_kind) in [
         ("http_429", "http_429"),

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -248,14 +247,7 @@ fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
         .iter()
         .find(|r| r["Scenario"] == "Aggregated")
         .expect("Aggregated LLM row");
-    let kinds: BTreeMap<&str, u64> = total["failure_kinds"]
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k, v.parse().unwrap())
-        })
-        .collect();
+    let kinds = failure_kinds(total);
     assert_eq!(kinds.values().sum::<u64>(), failures, "{kinds:?}");
     for k in ["error_event", "invalid_response", "truncated"] {
         assert!(kinds.get(k).copied().unwrap_or(0) > 0, "{k}: {kinds:?}");

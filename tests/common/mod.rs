@@ -232,6 +232,18 @@ fn split_csv_line(line: &str) -> Vec<String> {
     out
 }
 
+/// The `failure_kinds` column of a `PREFIX_llm.csv` row (`kind=n;kind=n`).
+pub fn failure_kinds(row: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, u64> {
+    row["failure_kinds"]
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("not kind=n: {kv:?}"));
+            (k.to_string(), v.parse().unwrap_or_else(|e| panic!("count of {k}: {e}")))
+        })
+        .collect()
+}
+
 /// Reads a JSON-lines file (the simulator's `--log-requests`).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
