@@ -7,6 +7,7 @@
 //! A background task forwards received frames over a bounded channel so the
 //! worker's loop can `select!` on them; dropping the connection stops it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +33,73 @@ pub enum TransportError {
     Connect { endpoint: String, detail: String },
     #[error("sending to the master failed: {0}")]
     Send(String),
+}
+
+/// A connection to the master that carries decoded messages: the seam
+/// between the protocol driver and the socket, so the driver can be tested
+/// with channels instead of a master.
+pub trait Transport: Send {
+    /// Sends one message; an error means the connection is unusable.
+    fn send(&mut self, msg: &WorkerMsg) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// The next message; `None` once the connection has closed.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<MasterMsg, WireError>>> + Send;
+    /// Keeps reading (and dropping) input for `d`, so that what was sent
+    /// last is delivered before the connection closes.
+    fn linger(&mut self, d: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Opens [`Transport`]s to the master; called again after every loss.
+pub trait Connector: Sync {
+    type Conn: Transport;
+    /// Connects to `host:port` with the routing identity `node_id`, waiting
+    /// at most `timeout`. [`TransportError::Identity`] is permanent; other
+    /// errors are retried by the caller.
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        node_id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Conn, TransportError>> + Send;
+}
+
+/// The real thing: TCP (ZeroMQ) to the master.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    type Conn = Connection;
+
+    async fn connect(&self, host: &str, port: u16, node_id: &str, timeout: Duration) -> Result<Connection, TransportError> {
+        // Resolve here so a name that does not resolve yet (a starting
+        // container) is retried like a refused connection.
+        let endpoint = format!("{host}:{port}");
+        let connect_err = |detail: String| TransportError::Connect {
+            endpoint: endpoint.clone(),
+            detail,
+        };
+        let mut addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| connect_err(format!("cannot resolve {host}: {e}")))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| connect_err(format!("{host} resolves to no address")))?;
+        Connection::open(&format!("tcp://{addr}"), node_id, timeout).await
+    }
+}
+
+impl Transport for Connection {
+    async fn send(&mut self, msg: &WorkerMsg) -> Result<(), TransportError> {
+        Connection::send(self, msg).await
+    }
+
+    async fn recv(&mut self) -> Option<Result<MasterMsg, WireError>> {
+        Connection::recv(self).await
+    }
+
+    async fn linger(&mut self, d: Duration) {
+        Connection::linger(self, d).await
+    }
 }
 
 /// An open connection to the master.
