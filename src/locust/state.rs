@@ -236,7 +236,10 @@ impl Machine {
             (
                 s @ (S::Ready { .. } | S::Spawning { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped),
                 Event::Undecodable(detail),
-            ) => (s, vec![exception(format!("rejected a message from the master: {detail}"))]),
+            ) => (
+                s,
+                vec![exception(format!("rejected a message from the master: {detail}"))],
+            ),
             (
                 s @ (S::Ready { .. } | S::Spawning { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped),
                 Event::Master(
@@ -261,8 +264,14 @@ impl Machine {
             ) => apply(s, newest_spawn, spawn),
             (S::Stopped, Event::Master(MasterMsg::Spawn(spawn))) => apply(S::Stopped, 0.0, spawn),
             (S::Stopping { newest_spawn, deferred }, Event::Master(MasterMsg::Spawn(spawn))) => {
-                let newest = deferred.as_ref().map_or(newest_spawn, |d| d.timestamp.max(newest_spawn));
-                let deferred = if spawn.timestamp > newest { Some(spawn) } else { deferred };
+                let newest = deferred
+                    .as_ref()
+                    .map_or(newest_spawn, |d| d.timestamp.max(newest_spawn));
+                let deferred = if spawn.timestamp > newest {
+                    Some(spawn)
+                } else {
+                    deferred
+                };
                 (S::Stopping { newest_spawn, deferred }, vec![])
             }
 
@@ -430,7 +439,13 @@ mod tests {
         assert_eq!(a[0], Action::Send(WorkerMsg::Spawning));
         assert_eq!(a[2], Action::SendSpawningComplete);
         let (s, a) = Machine::step(s, Event::SpawnComplete);
-        assert_eq!((s, a), (State::Running { newest_spawn: 11.0 }, vec![Action::SendSpawningComplete]));
+        assert_eq!(
+            (s, a),
+            (
+                State::Running { newest_spawn: 11.0 },
+                vec![Action::SendSpawningComplete]
+            )
+        );
     }
 
     #[test]
@@ -539,7 +554,11 @@ mod tests {
             // After the ack the same step is a new run's first step.
             let (s, a) = run(
                 s,
-                vec![master(MasterMsg::Ack { index: Some(0) }), spawn_msg(30.0, 5), spawn_msg(30.0, 5)],
+                vec![
+                    master(MasterMsg::Ack { index: Some(0) }),
+                    spawn_msg(30.0, 5),
+                    spawn_msg(30.0, 5),
+                ],
             );
             assert_eq!(s, State::Spawning { newest_spawn: 30.0 });
             assert_eq!(a[0], Action::SendFinalStats);
@@ -569,7 +588,10 @@ mod tests {
         // Proves: the final stats failing to send (master already gone)
         // leads to Exit (exit code 0), not to a reconnect (exit code 3).
         for lose in [Event::ConnectionLost("broken pipe".into()), Event::HeartbeatTimeout] {
-            assert_eq!(Machine::step(State::Quitting, lose), (State::Quitting, vec![Action::Exit]));
+            assert_eq!(
+                Machine::step(State::Quitting, lose),
+                (State::Quitting, vec![Action::Exit])
+            );
         }
     }
 

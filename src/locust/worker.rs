@@ -527,7 +527,10 @@ impl<E: RunEngine> Worker<E> {
     /// Starts the run if there is none, then applies the step. False when
     /// the run cannot start (the master has been told why).
     async fn apply<T: Transport>(&mut self, conn: &mut T, spawn: Spawn) -> Result<bool, TransportError> {
-        let users = spawn.user_classes_count.values().fold(0u32, |a, b| a.saturating_add(*b));
+        let users = spawn
+            .user_classes_count
+            .values()
+            .fold(0u32, |a, b| a.saturating_add(*b));
         info!(users, targets = ?spawn.user_classes_count, "spawn step");
         let stop_timeout_s = spawn.stop_timeout.filter(|s| s.is_finite()).unwrap_or(0.0);
         self.stop_timeout = Duration::from_secs_f64(stop_timeout_s.clamp(0.0, 86_400.0));
@@ -727,7 +730,13 @@ mod tests {
         }
     }
 
-    fn fake(gone_after_quit: bool) -> (FakeConnector, mpsc::UnboundedSender<MasterMsg>, mpsc::UnboundedReceiver<WorkerMsg>) {
+    fn fake(
+        gone_after_quit: bool,
+    ) -> (
+        FakeConnector,
+        mpsc::UnboundedSender<MasterMsg>,
+        mpsc::UnboundedReceiver<WorkerMsg>,
+    ) {
         let (to_worker, from_master) = mpsc::unbounded_channel();
         let (to_master, from_worker) = mpsc::unbounded_channel();
         let conn = FakeConn {
@@ -841,6 +850,10 @@ mod tests {
         let want: Vec<&str> = expected.iter().copied().filter(|k| *k != "stats").collect();
         assert_eq!(&seen[..want.len()], want.as_slice(), "{kinds:?}");
         let stopped = kinds.iter().position(|k| k == "client_stopped").unwrap();
-        assert_eq!(kinds[stopped - 1], "stats", "final stats before client_stopped: {kinds:?}");
+        assert_eq!(
+            kinds[stopped - 1],
+            "stats",
+            "final stats before client_stopped: {kinds:?}"
+        );
     }
 }
