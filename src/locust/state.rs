@@ -357,6 +357,7 @@ mod tests {
             stop_timeout: None,
             config: None,
             cluster_users: None,
+            worker_count: None,
             spawn_rate: None,
         })
     }

@@ -88,6 +88,9 @@ pub struct Spawn {
     /// `tokenswarm_config.cluster_users`: all users across the cluster when
     /// the run started (the open-loop rate share is my users / this).
     pub cluster_users: Option<u32>,
+    /// `tokenswarm_config.worker_count`: workers in the cluster when the
+    /// step was sent; with the `ack` index it spreads starts across workers.
+    pub worker_count: Option<u32>,
     /// The master's spawn rate (users/s, cluster total), for logging.
     pub spawn_rate: Option<f64>,
 }
@@ -329,13 +332,16 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
         .cloned();
     // `cluster_users` rides along in the config map but is not part of the
     // test definition; take it out before the strict schema sees it.
-    let mut cluster_users = None;
-    if let Some(Value::Map(entries)) = config_value.as_mut()
-        && let Some(pos) = entries.iter().position(|(k, _)| k.as_str() == Some("cluster_users"))
-    {
+    let mut take_count = |key: &str| {
+        let Some(Value::Map(entries)) = config_value.as_mut() else {
+            return None;
+        };
+        let pos = entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
         let (_, v) = entries.remove(pos);
-        cluster_users = v.as_u64().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    }
+        v.as_u64().map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let cluster_users = take_count("cluster_users");
+    let worker_count = take_count("worker_count").map(|n| n.min(MAX_WORKERS));
     let config = config_value.map(|v| {
         // Through JSON: rmpv's deserializer cannot read enums written as strings.
         serde_json::from_value::<TestConfig>(to_json(&v))
@@ -349,6 +355,7 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
         stop_timeout,
         config,
         cluster_users,
+        worker_count,
         spawn_rate,
     })
 }

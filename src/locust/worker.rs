@@ -32,6 +32,7 @@ use super::state::{Action, Event, Machine, State};
 use super::transport::{Connector, TcpConnector, Transport, TransportError};
 use super::wire::{MasterMsg, Spawn, StatsPayload, WorkerMsg};
 use crate::engine::{Engine, EngineEvent, RunContext};
+use crate::load::cluster::ClusterSlot;
 use crate::metrics::Recorder;
 use crate::scenario::TestConfig;
 
@@ -87,6 +88,8 @@ pub trait RunEngine: Sized + Send + 'static {
     fn start(config: TestConfig, ctx: RunContext, events: mpsc::Sender<EngineEvent>) -> Result<Self, String>;
     /// Applies one ramp step of absolute per-class targets.
     fn apply(&mut self, targets: &BTreeMap<String, u32>, cluster_users: u32);
+    /// Places this worker among the cluster's before a step is applied.
+    fn set_slot(&mut self, slot: ClusterSlot);
     /// True when the latest step has started all its users.
     fn spawn_done(&mut self) -> bool;
     fn user_counts(&self) -> BTreeMap<String, u32>;
@@ -103,6 +106,10 @@ impl RunEngine for Engine {
 
     fn apply(&mut self, targets: &BTreeMap<String, u32>, cluster_users: u32) {
         Engine::apply(self, targets, cluster_users);
+    }
+
+    fn set_slot(&mut self, slot: ClusterSlot) {
+        Engine::set_slot(self, slot);
     }
 
     fn spawn_done(&mut self) -> bool {
@@ -287,6 +294,8 @@ struct Worker<E> {
     /// Runs started by this worker; varies the seed from run to run.
     runs: u64,
     allow: crate::llm::AllowList,
+    /// The worker index from the latest `ack` (spreads starts across workers).
+    index: Option<i64>,
 }
 
 /// Resolves when the stop in progress has finished; pending when none is.
@@ -324,6 +333,7 @@ impl<E: RunEngine> Worker<E> {
             seed,
             runs: 0,
             allow,
+            index: None,
         }
     }
 
@@ -382,6 +392,7 @@ impl<E: RunEngine> Worker<E> {
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> SessionEnd {
         self.last_master_heartbeat = Instant::now();
+        self.note(&first);
         if let Some(end) = self.step(conn, Event::Master(first)).await {
             return end;
         }
@@ -441,7 +452,10 @@ impl<E: RunEngine> Worker<E> {
     fn note(&mut self, msg: &MasterMsg) {
         match msg {
             MasterMsg::Heartbeat => self.last_master_heartbeat = Instant::now(),
-            MasterMsg::Ack { index } => debug!(?index, "ack"),
+            MasterMsg::Ack { index } => {
+                debug!(?index, "ack");
+                self.index = *index;
+            }
             MasterMsg::Spawn(spawn) => debug!(timestamp = spawn.timestamp, "spawn"),
             MasterMsg::Stop => info!(stop_timeout = ?self.stop_timeout, "the master sent stop"),
             MasterMsg::Quit => info!("the master sent quit: final stats, then exit"),
@@ -581,7 +595,9 @@ impl<E: RunEngine> Worker<E> {
             }
         }
         let cluster_users = spawn.cluster_users.unwrap_or(0);
+        let slot = ClusterSlot::new(self.index, spawn.worker_count);
         if let Some(engine) = self.engine.as_mut() {
+            engine.set_slot(slot);
             engine.apply(&spawn.user_classes_count, cluster_users);
         }
         Ok(true)
@@ -674,6 +690,7 @@ mod tests {
             log(format!("apply {:?}", targets.values().collect::<Vec<_>>()));
             self.counts = targets.clone();
         }
+        fn set_slot(&mut self, _slot: ClusterSlot) {}
         fn spawn_done(&mut self) -> bool {
             true
         }
@@ -776,6 +793,7 @@ mod tests {
             stop_timeout: Some(1.0),
             config: Some(Ok(config)),
             cluster_users: Some(users),
+            worker_count: None,
             spawn_rate: None,
         }))
     }
