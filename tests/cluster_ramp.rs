@@ -13,7 +13,8 @@ use common::*;
 
 /// Each request streams ~6 s, longer than the 4 s ramp: the first 16
 /// arrivals are the 16 users' first requests.
-const YAML: &str = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 300}\n";
+const YAML: &str =
+    "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 300}\n";
 
 /// Runs `workers` workers to 16 users at 4 users/s; returns the first 16
 /// arrival times (Unix seconds, sorted) from the simulator's log.
@@ -48,7 +49,15 @@ fn first_arrivals(name: &str, workers: usize) -> Vec<f64> {
         &n,
         "--llm-no-warmup",
     ];
-    let master = start_master(&dir, "master", &root().join("locustfiles/llm.py"), mport, wport, &args, &[]);
+    let master = start_master(
+        &dir,
+        "master",
+        &root().join("locustfiles/llm.py"),
+        mport,
+        wport,
+        &args,
+        &[],
+    );
     let procs: Vec<Proc> = (0..workers)
         .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[]))
         .collect();
@@ -86,7 +95,10 @@ fn four_workers_interleave_their_first_requests() {
     // millisecond every second, 4 arrivals in one window.
     let arrivals = first_arrivals("cluster-ramp-4", 4);
     let densest = densest_100ms(&arrivals);
-    assert!(densest <= 2, "{densest} first requests in one 100 ms window: {arrivals:?}");
+    assert!(
+        densest <= 2,
+        "{densest} first requests in one 100 ms window: {arrivals:?}"
+    );
 }
 
 #[test]
@@ -94,5 +106,8 @@ fn one_worker_spaces_its_starts_as_before() {
     // One worker at 4 users/s spaces its starts by itself; no shift applies.
     let arrivals = first_arrivals("cluster-ramp-1", 1);
     let densest = densest_100ms(&arrivals);
-    assert!(densest <= 2, "{densest} first requests in one 100 ms window: {arrivals:?}");
+    assert!(
+        densest <= 2,
+        "{densest} first requests in one 100 ms window: {arrivals:?}"
+    );
 }
