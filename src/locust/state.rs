@@ -178,6 +178,7 @@ impl Machine {
                     | MasterMsg::Heartbeat
                     | MasterMsg::SpawningComplete { .. }
                     | MasterMsg::UpdateUserClass
+                    | MasterMsg::Flush
                     | MasterMsg::Custom { .. },
                 )
                 | Event::Undecodable(_)
@@ -249,6 +250,23 @@ impl Machine {
                     | MasterMsg::Custom { .. },
                 ),
             ) => (s, vec![]),
+
+            // Flush: the master plugin is about to quit. End the run now,
+            // report everything, then answer (ordered after the stats).
+            (
+                S::Spawning { newest_spawn } | S::Running { newest_spawn } | S::Stopping { newest_spawn, .. },
+                Event::Master(MasterMsg::Flush),
+            ) => (
+                S::Ready { newest_spawn },
+                vec![
+                    A::WindDown { grace: QUIT_GRACE },
+                    A::SendFinalStats,
+                    A::Send(WorkerMsg::Flushed),
+                ],
+            ),
+            (s @ (S::Ready { .. } | S::Stopped), Event::Master(MasterMsg::Flush)) => {
+                (s, vec![A::SendStats, A::Send(WorkerMsg::Flushed)])
+            }
 
             // Ack: the answer to the client_ready sent after a stop.
             (S::Stopped, Event::Master(MasterMsg::Ack { .. })) => (S::Ready { newest_spawn: 0.0 }, vec![]),
@@ -581,6 +599,38 @@ mod tests {
             assert_eq!(a, expected, "{state:?}");
             // Repeated quits (the master sends 2-3) change nothing.
             assert_eq!(Machine::step(s, master(MasterMsg::Quit)), (State::Quitting, vec![]));
+        }
+    }
+
+    #[test]
+    fn flush_in_every_state_ends_the_run_reports_it_then_answers_and_quit_still_exits() {
+        // Proves: the master plugin's `tokenswarm_flush` (sent just before
+        // `quit`) ends a run at once and answers after the final stats in
+        // every registered state; unregistered or quitting workers stay
+        // silent (no master to answer); and the `quit` that follows exits.
+        for state in all_states() {
+            let (s, a) = Machine::step(state.clone(), master(MasterMsg::Flush));
+            let expected = match &state {
+                State::Quitting | State::Reconnecting => vec![],
+                State::Ready { .. } | State::Stopped => vec![Action::SendStats, Action::Send(WorkerMsg::Flushed)],
+                _ => vec![
+                    Action::WindDown { grace: QUIT_GRACE },
+                    Action::SendFinalStats,
+                    Action::Send(WorkerMsg::Flushed),
+                ],
+            };
+            assert_eq!(a, expected, "{state:?}");
+            if matches!(
+                state,
+                State::Spawning { .. } | State::Running { .. } | State::Stopping { .. }
+            ) {
+                assert_eq!(s, State::Ready { newest_spawn: 1.0 }, "{state:?}");
+            }
+            let (s, a) = Machine::step(s, master(MasterMsg::Quit));
+            assert_eq!(s, State::Quitting);
+            if !matches!(state, State::Quitting) {
+                assert_eq!(a.last(), Some(&Action::Exit), "{state:?}: {a:?}");
+            }
         }
     }
 

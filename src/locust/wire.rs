@@ -112,6 +112,10 @@ pub enum MasterMsg {
     },
     /// Class editing from the web UI; we log it and carry on.
     UpdateUserClass,
+    /// `tokenswarm_flush`: our master plugin is about to quit and waits for
+    /// every request's stats (Locust's own master waits only 0.5 s after
+    /// `quit`); answered with [`WorkerMsg::Flushed`] after the final stats.
+    Flush,
     /// A custom message (`runner.send_message`), data converted to JSON.
     Custom {
         kind: String,
@@ -162,6 +166,9 @@ pub enum WorkerMsg {
         msg: String,
         traceback: String,
     },
+    /// `tokenswarm_flushed`: the answer to [`MasterMsg::Flush`], sent on
+    /// the same connection after the final stats (so they arrive first).
+    Flushed,
     Custom {
         kind: String,
         data: serde_json::Value,
@@ -227,6 +234,7 @@ pub fn encode(msg: &WorkerMsg, node_id: &str) -> Vec<u8> {
         WorkerMsg::ClientStopped => pack("client_stopped", &(), node_id),
         WorkerMsg::Quit => pack("quit", &(), node_id),
         WorkerMsg::Exception { msg, traceback } => pack("exception", &ExceptionData { msg, traceback }, node_id),
+        WorkerMsg::Flushed => pack("tokenswarm_flushed", &serde_json::json!({}), node_id),
         WorkerMsg::Custom { kind, data } => pack(kind, data, node_id),
     }
 }
@@ -263,6 +271,7 @@ pub fn decode(frame: &[u8]) -> Result<MasterMsg, WireError> {
             user_count: get(&data, "user_count").and_then(Value::as_i64),
         },
         "update_user_class" => MasterMsg::UpdateUserClass,
+        "tokenswarm_flush" => MasterMsg::Flush,
         other => MasterMsg::Custom {
             kind: other.to_string(),
             data: to_json(&data),

@@ -462,6 +462,7 @@ impl<E: RunEngine> Worker<E> {
             MasterMsg::Reconnect => info!("the master asked us to reconnect"),
             MasterMsg::SpawningComplete { user_count } => info!(?user_count, "the master reports the ramp complete"),
             MasterMsg::UpdateUserClass => warn!("update_user_class from the web UI is not supported; ignored"),
+            MasterMsg::Flush => info!("the master is ending the run: final stats before its quit"),
             MasterMsg::Custom { kind, data } => info!(kind, %data, "custom message from the master (no handler)"),
         }
     }
@@ -811,6 +812,7 @@ mod tests {
                 WorkerMsg::ClientStopped => "client_stopped",
                 WorkerMsg::Quit => "quit",
                 WorkerMsg::Exception { .. } => "exception",
+                WorkerMsg::Flushed => "flushed",
                 WorkerMsg::Custom { .. } => "custom",
             };
             out.push(kind.to_string());
