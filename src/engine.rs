@@ -159,7 +159,7 @@ impl LagSink for RecorderLag {
 }
 
 /// Where the run is between `spawn` and load.
-enum Phase {
+enum RunPhase {
     /// Warm-up requests in flight; the latest targets wait for them.
     WarmingUp {
         handle: JoinHandle<Result<(), String>>,
@@ -176,7 +176,7 @@ pub struct Engine {
     controller: Controller<LlmTask>,
     task: Arc<LlmTask>,
     recorder: Recorder,
-    phase: Phase,
+    phase: RunPhase,
     /// Cancels warm-up requests when the run stops early.
     warmup_cancel: CancellationToken,
     /// Ends the saturation probe with the engine.
@@ -235,13 +235,13 @@ impl Engine {
         let controller = Controller::with_lag_sink(task.clone(), plan, Arc::new(RecorderLag(recorder.clone(), feed)));
         let warmup_cancel = CancellationToken::new();
         let phase = if config.safety.warmup {
-            Phase::WarmingUp {
+            RunPhase::WarmingUp {
                 handle: tokio::spawn(warm_up(task.clone(), warmup_cancel.clone())),
                 targets: BTreeMap::new(),
                 cluster_users: 0,
             }
         } else {
-            Phase::Running { step: None }
+            RunPhase::Running { step: None }
         };
         Ok(Engine {
             controller,
@@ -256,7 +256,7 @@ impl Engine {
     /// Applies one ramp step of absolute per-class targets.
     pub fn apply(&mut self, targets: &BTreeMap<String, u32>, cluster_users: u32) {
         match &mut self.phase {
-            Phase::WarmingUp {
+            RunPhase::WarmingUp {
                 targets: t,
                 cluster_users: c,
                 ..
@@ -264,8 +264,8 @@ impl Engine {
                 *t = targets.clone();
                 *c = cluster_users;
             }
-            Phase::Failed => {}
-            Phase::Running { step } => {
+            RunPhase::Failed => {}
+            RunPhase::Running { step } => {
                 let waiter = self.controller.apply(targets, cluster_users);
                 *step = Some(tokio::spawn(async move {
                     let _ = waiter.wait().await;
@@ -286,15 +286,15 @@ impl Engine {
     /// True when the latest step has started all its users. Also moves the
     /// run from warm-up to load once the warm-up has succeeded.
     pub fn spawn_done(&mut self) -> bool {
-        if let Phase::WarmingUp { handle, .. } = &self.phase {
+        if let RunPhase::WarmingUp { handle, .. } = &self.phase {
             if !handle.is_finished() {
                 return false;
             }
-            let Phase::WarmingUp {
+            let RunPhase::WarmingUp {
                 handle,
                 targets,
                 cluster_users,
-            } = std::mem::replace(&mut self.phase, Phase::Running { step: None })
+            } = std::mem::replace(&mut self.phase, RunPhase::Running { step: None })
             else {
                 unreachable!("matched above");
             };
@@ -303,14 +303,14 @@ impl Engine {
             match result {
                 Some(Ok(())) => self.apply(&targets, cluster_users),
                 _ => {
-                    self.phase = Phase::Failed;
+                    self.phase = RunPhase::Failed;
                     return false;
                 }
             }
         }
         match &self.phase {
-            Phase::Running { step: Some(h) } => h.is_finished(),
-            Phase::Running { step: None } => true,
+            RunPhase::Running { step: Some(h) } => h.is_finished(),
+            RunPhase::Running { step: None } => true,
             _ => false,
         }
     }
@@ -330,7 +330,7 @@ impl Engine {
             warmup_cancel,
             ..
         } = self;
-        if let Phase::WarmingUp { handle, .. } = phase {
+        if let RunPhase::WarmingUp { handle, .. } = phase {
             let cancel = warmup_cancel.clone();
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(grace).await;

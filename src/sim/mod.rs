@@ -87,7 +87,7 @@ use tokio_util::task::TaskTracker;
 
 pub use cache::BLOCK_WORDS;
 use cache::PrefixCache;
-use format::{Ident, Options, Usage};
+use format::{Ident, Options, UsageCounts};
 pub use parse::MAX_MODEL_BYTES;
 use parse::{Api, ApiError, Req};
 use plan::{Cut, Fault, Plan, server_error};
@@ -120,7 +120,7 @@ pub enum SimError {
 
 /// What one request ended with (for stats and the request log).
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct ServedRequest {
     pub arrival: SystemTime,
     pub endpoint: &'static str,
     pub model: Option<String>,
@@ -202,7 +202,7 @@ impl Shared {
     }
 
     /// Records the end of a request.
-    pub fn finish(&self, o: &Outcome) {
+    pub fn finish(&self, o: &ServedRequest) {
         {
             let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             *st.by_endpoint
@@ -431,7 +431,7 @@ fn shutting_down() -> ApiError {
 }
 
 /// Records an error answer and renders it.
-fn fail(shared: &Shared, api: Api, mut o: Outcome, e: ApiError) -> Response {
+fn fail(shared: &Shared, api: Api, mut o: ServedRequest, e: ApiError) -> Response {
     o.status = e.status;
     shared.finish(&o);
     e.response(api)
@@ -445,7 +445,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     shared.stats.lock().unwrap_or_else(|e| e.into_inner()).requests += 1;
     let cfg = &shared.cfg;
-    let mut outcome = Outcome {
+    let mut outcome = ServedRequest {
         arrival,
         endpoint: api.path(),
         model: None,
@@ -535,7 +535,7 @@ struct Job {
     plan: Plan,
     sched: Sched,
     t0: Instant,
-    outcome: Outcome,
+    outcome: ServedRequest,
     /// Released as soon as the generation is over (before the body is built).
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -549,8 +549,8 @@ impl Job {
         }
     }
 
-    fn usage(&self, completion: u64, reasoning: u64) -> Usage {
-        Usage {
+    fn usage(&self, completion: u64, reasoning: u64) -> UsageCounts {
+        UsageCounts {
             prompt: self.outcome.prompt_tokens,
             cached: self.outcome.cached_tokens,
             completion,

@@ -19,9 +19,9 @@ use rand::rngs::StdRng;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use super::format::{StreamFormat, Usage};
+use super::format::{StreamFormat, UsageCounts};
 use super::plan::{Cut, Plan, Step};
-use super::{Outcome, Shared};
+use super::{ServedRequest, Shared};
 
 /// Token offsets are omitted from the ground truth above this many chunks.
 pub const MAX_OFFSETS: usize = 4096;
@@ -56,7 +56,7 @@ impl Sched {
 }
 
 /// The `sim` ground-truth object (docs/contracts.md §2).
-pub fn sim_json(o: &Outcome, offsets: &[u64]) -> String {
+pub fn sim_json(o: &ServedRequest, offsets: &[u64]) -> String {
     let mut s = String::with_capacity(160 + offsets.len() * 8);
     let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |x| x.to_string());
     let _ = write!(
@@ -83,7 +83,8 @@ pub fn sim_json(o: &Outcome, offsets: &[u64]) -> String {
     s
 }
 
-enum Phase {
+/// Where a streamed answer is: headers sent, tokens flowing, stalled (fault), done.
+enum StreamPhase {
     Open,
     Tokens,
     Stall(Instant),
@@ -97,7 +98,7 @@ pub struct SimStream {
     plan: Plan,
     sched: Sched,
     t0: Instant,
-    outcome: Outcome,
+    outcome: ServedRequest,
     stall: Duration,
     /// Capacity reserved for the first write when every chunk is due at once.
     coalesce_hint: usize,
@@ -105,7 +106,7 @@ pub struct SimStream {
     /// Offsets of the first MAX_OFFSETS + 1 tokens (more means "omit").
     offsets: Vec<u64>,
     last_offset: Option<u64>,
-    phase: Phase,
+    phase: StreamPhase,
     sleep: Pin<Box<Sleep>>,
     finalized: bool,
     _permit: Option<OwnedSemaphorePermit>,
@@ -119,7 +120,7 @@ impl SimStream {
         plan: Plan,
         sched: Sched,
         t0: Instant,
-        outcome: Outcome,
+        outcome: ServedRequest,
         stall: Duration,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -146,15 +147,15 @@ impl SimStream {
             emitted: 0,
             offsets: Vec::with_capacity(total.min(MAX_OFFSETS + 1)),
             last_offset: None,
-            phase: Phase::Open,
+            phase: StreamPhase::Open,
             sleep: Box::pin(tokio::time::sleep_until(first)),
             finalized: false,
             _permit: permit,
         }
     }
 
-    fn usage(&self) -> Usage {
-        Usage {
+    fn usage(&self) -> UsageCounts {
+        UsageCounts {
             prompt: self.outcome.prompt_tokens,
             cached: self.outcome.cached_tokens,
             completion: u64::from(self.emitted),
@@ -203,21 +204,21 @@ impl http_body::Body for SimStream {
         let mut buf = BytesMut::new();
         // One clock read per wake-up: chunks that are due together share it.
         let mut now = Instant::now();
-        if this.shared.aborting() && !matches!(this.phase, Phase::Done) {
+        if this.shared.aborting() && !matches!(this.phase, StreamPhase::Done) {
             // The simulator is shutting down: end the stream here.
             this.fill_outcome(false);
             this.outcome.fault = this.outcome.fault.or(Some("shutdown"));
-            this.phase = Phase::Done;
+            this.phase = StreamPhase::Done;
             this.finalize();
         }
         loop {
             match this.phase {
-                Phase::Open => {
+                StreamPhase::Open => {
                     buf.reserve(this.coalesce_hint);
                     this.format.open(&mut buf);
-                    this.phase = Phase::Tokens;
+                    this.phase = StreamPhase::Tokens;
                 }
-                Phase::Tokens => {
+                StreamPhase::Tokens => {
                     if buf.len() >= MAX_WRITE_BYTES {
                         return Self::frame(buf);
                     }
@@ -228,14 +229,14 @@ impl http_body::Body for SimStream {
                             match cut {
                                 Cut::ErrorEvent => {
                                     this.format.error_event(&mut buf);
-                                    this.phase = Phase::Done;
+                                    this.phase = StreamPhase::Done;
                                     this.finalize();
                                 }
                                 Cut::Truncate => {
-                                    this.phase = Phase::Done;
+                                    this.phase = StreamPhase::Done;
                                     this.finalize();
                                 }
-                                Cut::Stall => this.phase = Phase::Stall(now + this.stall),
+                                Cut::Stall => this.phase = StreamPhase::Stall(now + this.stall),
                             }
                             continue;
                         }
@@ -253,7 +254,7 @@ impl http_body::Body for SimStream {
                                 .tail_has_sim()
                                 .then(|| sim_json(&this.outcome, &this.offsets));
                             this.format.tail(&mut buf, this.plan.finish, &usage, sim.as_deref());
-                            this.phase = Phase::Done;
+                            this.phase = StreamPhase::Done;
                             this.finalize();
                             continue;
                         }
@@ -290,13 +291,13 @@ impl http_body::Body for SimStream {
                     }
                     now = Instant::now();
                 }
-                Phase::Stall(until) => {
+                StreamPhase::Stall(until) => {
                     if !buf.is_empty() {
                         return Self::frame(buf);
                     }
                     now = Instant::now();
                     if now >= until {
-                        this.phase = Phase::Done;
+                        this.phase = StreamPhase::Done;
                         this.finalize();
                         continue;
                     }
@@ -306,7 +307,7 @@ impl http_body::Body for SimStream {
                         return Poll::Pending;
                     }
                 }
-                Phase::Done => {
+                StreamPhase::Done => {
                     return if buf.is_empty() {
                         Poll::Ready(None)
                     } else {

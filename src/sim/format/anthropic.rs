@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ANSWER_WORD, Ident, REASON_WORD, StreamFormat, Usage};
+use super::{ANSWER_WORD, Ident, REASON_WORD, StreamFormat, UsageCounts};
 use crate::sim::plan::{Finish, Plan};
 
 pub struct MessagesStream {
@@ -18,7 +18,7 @@ pub struct MessagesStream {
 }
 
 impl MessagesStream {
-    pub fn new(ident: &Ident, usage: &Usage, reasoning: bool) -> Self {
+    pub fn new(ident: &Ident, usage: &UsageCounts, reasoning: bool) -> Self {
         let mut open = format!(
             "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":{},\"output_tokens\":0}}}}}}\n\n",
             ident.id,
@@ -72,7 +72,7 @@ impl StreamFormat for MessagesStream {
         true
     }
 
-    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &Usage, sim: Option<&str>) {
+    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &UsageCounts, sim: Option<&str>) {
         let mut s = String::with_capacity(512);
         let _ = write!(
             s,
@@ -96,7 +96,7 @@ impl StreamFormat for MessagesStream {
     }
 }
 
-pub fn body(ident: &Ident, plan: &Plan, usage: &Usage, sim: &str) -> String {
+pub fn body(ident: &Ident, plan: &Plan, usage: &UsageCounts, sim: &str) -> String {
     let answer = ANSWER_WORD.repeat(plan.n_answer as usize);
     let thinking = if plan.n_reason > 0 {
         format!(
@@ -133,7 +133,7 @@ fn stop_reason(f: Finish) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> String {
+fn usage_json(u: &UsageCounts) -> String {
     format!(
         "{{\"input_tokens\":{},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":{},\"output_tokens\":{}}}",
         u.prompt.saturating_sub(u.cached),

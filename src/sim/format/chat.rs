@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ANSWER_WORD, Ident, OpenAiFrame, Options, REASON_WORD, StreamFormat, Usage, finish_str, openai_usage};
+use super::{ANSWER_WORD, Ident, OpenAiFrame, Options, REASON_WORD, StreamFormat, UsageCounts, finish_str, openai_usage};
 use crate::sim::plan::{Finish, Plan};
 
 pub struct ChatStream {
@@ -44,7 +44,7 @@ impl StreamFormat for ChatStream {
         self.frame.include_usage
     }
 
-    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &Usage, sim: Option<&str>) {
+    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &UsageCounts, sim: Option<&str>) {
         let choice = format!(
             "{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"{}\"}}",
             finish_str(finish)
@@ -61,7 +61,7 @@ impl StreamFormat for ChatStream {
     }
 }
 
-pub fn body(ident: &Ident, plan: &Plan, usage: &Usage, opts: &Options, sim: &str) -> String {
+pub fn body(ident: &Ident, plan: &Plan, usage: &UsageCounts, opts: &Options, sim: &str) -> String {
     let answer = ANSWER_WORD.repeat(plan.n_answer as usize);
     let r = if plan.n_reason > 0 {
         format!(

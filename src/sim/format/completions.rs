@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ANSWER_WORD, Ident, OpenAiFrame, Options, StreamFormat, Usage, finish_str, openai_usage};
+use super::{ANSWER_WORD, Ident, OpenAiFrame, Options, StreamFormat, UsageCounts, finish_str, openai_usage};
 use crate::sim::plan::{Finish, Plan};
 
 pub struct CompletionsStream {
@@ -33,7 +33,7 @@ impl StreamFormat for CompletionsStream {
         self.frame.include_usage
     }
 
-    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &Usage, sim: Option<&str>) {
+    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &UsageCounts, sim: Option<&str>) {
         let choice = format!(
             "{{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"{}\"}}",
             finish_str(finish)
@@ -50,7 +50,7 @@ impl StreamFormat for CompletionsStream {
     }
 }
 
-pub fn body(ident: &Ident, plan: &Plan, usage: &Usage, sim: &str) -> String {
+pub fn body(ident: &Ident, plan: &Plan, usage: &UsageCounts, sim: &str) -> String {
     let answer = ANSWER_WORD.repeat(plan.n_answer as usize);
     format!(
         "{{\"id\":\"{}\",\"object\":\"text_completion\",\"created\":{},\"model\":{},\"choices\":[{{\"text\":\"{answer}\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"{}\"}}],\"usage\":{},\"sim\":{sim}}}",

@@ -29,7 +29,7 @@ pub struct Ident<'a> {
 
 /// Token counts for usage blocks.
 #[derive(Clone, Copy)]
-pub struct Usage {
+pub struct UsageCounts {
     pub prompt: u64,
     pub cached: u64,
     pub completion: u64,
@@ -59,7 +59,7 @@ pub trait StreamFormat: Send + Sync {
     /// Whether the tail carries the `sim` ground truth (then the caller builds it).
     fn tail_has_sim(&self) -> bool;
     /// The end of a proper stream: finish, usage (and `sim`), terminator.
-    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &Usage, sim: Option<&str>);
+    fn tail(&self, out: &mut BytesMut, finish: Finish, usage: &UsageCounts, sim: Option<&str>);
     /// An error event in the middle of a stream.
     fn error_event(&self, out: &mut BytesMut);
     /// Size of one answer token chunk (for write-size estimates).
@@ -67,7 +67,7 @@ pub trait StreamFormat: Send + Sync {
 }
 
 /// The streaming writer for `api`.
-pub fn stream_format(api: Api, ident: &Ident, opts: &Options, usage: &Usage, reasoning: bool) -> Box<dyn StreamFormat> {
+pub fn stream_format(api: Api, ident: &Ident, opts: &Options, usage: &UsageCounts, reasoning: bool) -> Box<dyn StreamFormat> {
     match api {
         Api::Chat => Box::new(chat::ChatStream::new(ident, opts)),
         Api::Completions => Box::new(completions::CompletionsStream::new(ident, opts)),
@@ -76,7 +76,7 @@ pub fn stream_format(api: Api, ident: &Ident, opts: &Options, usage: &Usage, rea
 }
 
 /// A whole non-streaming body for `api`.
-pub fn full_body(api: Api, ident: &Ident, plan: &Plan, usage: &Usage, opts: &Options, sim: &str) -> String {
+pub fn full_body(api: Api, ident: &Ident, plan: &Plan, usage: &UsageCounts, opts: &Options, sim: &str) -> String {
     match api {
         Api::Chat => chat::body(ident, plan, usage, opts, sim),
         Api::Completions => completions::body(ident, plan, usage, sim),
@@ -117,7 +117,7 @@ impl OpenAiFrame {
     }
 
     /// The finish chunk, the usage chunk when asked for, `[DONE]`.
-    fn tail(&self, out: &mut BytesMut, finish_choice: &str, usage: &Usage, sim: Option<&str>) {
+    fn tail(&self, out: &mut BytesMut, finish_choice: &str, usage: &UsageCounts, sim: Option<&str>) {
         let mut s = String::with_capacity(512);
         s.push_str(&self.prefix);
         s.push_str(finish_choice);
@@ -148,7 +148,7 @@ pub fn finish_str(f: Finish) -> &'static str {
     }
 }
 
-pub fn openai_usage(u: &Usage) -> String {
+pub fn openai_usage(u: &UsageCounts) -> String {
     format!(
         "{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}}}",
         u.prompt,
@@ -176,7 +176,7 @@ mod tests {
         Plan::fixed(n_reason, n_answer, Finish::Length, None::<(u32, Cut)>)
     }
 
-    const USAGE: Usage = Usage {
+    const USAGE: UsageCounts = UsageCounts {
         prompt: 20,
         cached: 16,
         completion: 3,
