@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ANSWER_WORD, Ident, OpenAiFrame, Options, REASON_WORD, StreamFormat, UsageCounts, finish_str, openai_usage};
+use super::{
+    ANSWER_WORD, Ident, OpenAiFrame, Options, REASON_WORD, StreamFormat, UsageCounts, finish_str, openai_usage,
+};
 use crate::sim::plan::{Finish, Plan};
 
 pub struct ChatStream {

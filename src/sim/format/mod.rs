@@ -67,7 +67,13 @@ pub trait StreamFormat: Send + Sync {
 }
 
 /// The streaming writer for `api`.
-pub fn stream_format(api: Api, ident: &Ident, opts: &Options, usage: &UsageCounts, reasoning: bool) -> Box<dyn StreamFormat> {
+pub fn stream_format(
+    api: Api,
+    ident: &Ident,
+    opts: &Options,
+    usage: &UsageCounts,
+    reasoning: bool,
+) -> Box<dyn StreamFormat> {
     match api {
         Api::Chat => Box::new(chat::ChatStream::new(ident, opts)),
         Api::Completions => Box::new(completions::CompletionsStream::new(ident, opts)),
