@@ -44,8 +44,9 @@ struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     master_port: u16,
     /// Seconds without a reachable master before giving up (exit code 3).
-    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds, allow_negative_numbers = true)]
-    master_timeout: f64,
+    #[arg(long, default_value = "60", value_parser = tokenswarm::units::positive_seconds_flag,
+          allow_negative_numbers = true)]
+    master_timeout: Duration,
     /// Node id (ZeroMQ identity); default `<hostname>_<random hex>`.
     #[arg(long)]
     node_id: Option<String>,
@@ -67,13 +68,6 @@ struct WorkerArgs {
         value_delimiter = ','
     )]
     allow_key_envs: Vec<String>,
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds (e.g. 60)")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -102,7 +96,7 @@ fn main() -> ExitCode {
                 let opts = WorkerOptions {
                     master_host: args.master_host,
                     master_port: args.master_port,
-                    master_timeout: Duration::from_secs_f64(args.master_timeout),
+                    master_timeout: args.master_timeout,
                     node_id: args.node_id,
                     allow,
                 };

@@ -86,7 +86,7 @@ fn stats_frame() -> WorkerMsg {
     .unwrap();
     let rec = Recorder::new(&cfg.scenarios, Slo::default());
     let ok = |ms: f64| Outcome {
-        total: Duration::from_secs_f64(ms / 1e3),
+        total: tokenswarm::units::seconds_saturating(ms / 1e3),
         ttft: Some(Duration::from_millis(5)),
         e2e: Some(Duration::from_millis(9)),
         output_chunks: 4,

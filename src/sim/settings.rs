@@ -236,10 +236,11 @@ fn slowdown(s: &str) -> Result<f64, String> {
 }
 
 /// Seconds as a `Duration`, bounded before the conversion (which panics on
-/// values such as 1e30).
+/// values such as 1e30) by the one helper in `crate::units`.
 fn seconds(s: &str, max: Duration) -> Result<Duration, String> {
     let v = bounded_f64(s, 0.0, max.as_secs_f64(), "a number of seconds")?;
-    Duration::try_from_secs_f64(v).map_err(|e| format!("{s:?}: {e}"))
+    crate::units::seconds_within(v, max.as_secs_f64())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and {}", max.as_secs()))
 }
 
 fn stall_seconds(s: &str) -> Result<Duration, String> {
