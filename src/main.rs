@@ -32,6 +32,9 @@ enum Command {
         /// Path to the scenarios YAML file.
         file: std::path::PathBuf,
     },
+    /// Print the JSON Schema of the scenarios file (limits and defaults), as
+    /// committed in locustfiles/tokenswarm_master/schema.json.
+    Schema,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +117,14 @@ fn main() -> ExitCode {
                         s.name, s.provider, s.model, s.prompt_length, s.prefix_length, s.output_length, s.weight
                     );
                 }
+                if cfg.load.mode == tokenswarm::scenario::LoadMode::Open {
+                    let planned = tokenswarm::load::arrivals::RateSchedule::new(&cfg.load.phases).total();
+                    println!("open loop: {planned:.0} requests planned");
+                }
+                Ok(())
+            }
+            Command::Schema => {
+                print!("{}", tokenswarm::scenario::schema::emit());
                 Ok(())
             }
         }
