@@ -52,6 +52,14 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
+class OptionError(ConfigError):
+    """A problem with a command-line option or the file itself (master only,
+    no worker counterpart): the value is shown as Python's repr."""
+
+    def __init__(self, location, field, value, expected):
+        super().__init__(location, field, repr(value), expected, rendered=True)
+
+
 def _render_full(v):
     if v is None:
         return "null"
@@ -95,11 +103,11 @@ def load_yaml(path):
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError("scenarios file", "path", str(path), f"cannot be read ({e.strerror})") from e
+        raise OptionError("scenarios file", "path", str(path), f"cannot be read ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise ConfigError("scenarios file", "yaml", str(path), f"is not valid YAML: {e}") from e
+        raise OptionError("scenarios file", "yaml", str(path), f"is not valid YAML: {e}") from e
     if not isinstance(doc, dict):
-        raise ConfigError("scenarios file", "(document)", type(doc).__name__, "must be a mapping with `scenarios:`")
+        raise OptionError("scenarios file", "(document)", type(doc).__name__, "must be a mapping with `scenarios:`")
     return doc
 
 
@@ -284,8 +292,13 @@ def _complete(node, v):
     if isinstance(v, dict) and "properties" in node:
         out = dict(v)
         for name, sub in node["properties"].items():
-            if name not in out and "default" in sub:
-                out[name] = copy.deepcopy(sub["default"])
+            # A null default means "absent": it is not sent (the worker's
+            # serde reads a missing field as None, the same).
+            if name not in out and sub.get("default") is not None:
+                default = sub["default"]
+                if isinstance(default, dict):
+                    default = {k: x for k, x in default.items() if x is not None}
+                out[name] = copy.deepcopy(default)
             if name in out:
                 out[name] = _complete(sub, out[name])
         return out
@@ -313,9 +326,9 @@ def _as_float(option, v):
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise ConfigError("option", option, v, "use a number") from None
+        raise OptionError("option", option, v, "use a number") from None
     if not math.isfinite(x):
-        raise ConfigError("option", option, v, "use a finite number")
+        raise OptionError("option", option, v, "use a finite number")
     return x
 
 
@@ -323,9 +336,9 @@ def _as_int(option, v):
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise ConfigError("option", option, v, "use a whole number") from None
+        raise OptionError("option", option, v, "use a whole number") from None
     if not x.is_integer():
-        raise ConfigError("option", option, v, "use a whole number")
+        raise OptionError("option", option, v, "use a whole number")
     return int(x)
 
 
@@ -337,7 +350,7 @@ def _as_bool(option, v):
         return True
     if text in ("false", "no", "0", "off"):
         return False
-    raise ConfigError("option", option, v, "use true or false")
+    raise OptionError("option", option, v, "use true or false")
 
 
 def parse_phases(text, option="--llm-rate-phases"):
@@ -346,7 +359,7 @@ def parse_phases(text, option="--llm-rate-phases"):
     for i, part in enumerate(p.strip() for p in str(text).split(",")):
         fields = part.split(":")
         if len(fields) not in (2, 3):
-            raise ConfigError(
+            raise OptionError(
                 "option", option, text,
                 f"phase {i + 1} ({part!r}) must be rate:duration_s or rate:duration_s:ramp_s, e.g. \"200:30,400:30:5\"",
             )
@@ -359,7 +372,7 @@ def parse_phases(text, option="--llm-rate-phases"):
 def _section(doc, name):
     section = doc.setdefault(name, {})
     if not isinstance(section, dict):
-        raise ConfigError(name, "(section)", section, "must be a mapping")
+        raise OptionError(name, "(section)", section, "must be a mapping")
     return section
 
 
@@ -374,13 +387,13 @@ def apply_overrides(doc, opts):
     load, slo, safety = (_section(doc, name) for name in ("load", "slo", "safety"))
     if not _blank(v := get("llm_mode")):
         if str(v).strip() not in MODES:
-            raise ConfigError("option", "--llm-mode", v, f"valid values: {', '.join(MODES)}")
+            raise OptionError("option", "--llm-mode", v, f"valid values: {', '.join(MODES)}")
         load["mode"] = str(v).strip()
     if not _blank(v := get("llm_rate_phases")):
         load["phases"] = parse_phases(v)
     if not _blank(v := get("llm_arrival")):
         if str(v).strip() not in ARRIVALS:
-            raise ConfigError("option", "--llm-arrival", v, f"valid values: {', '.join(ARRIVALS)}")
+            raise OptionError("option", "--llm-arrival", v, f"valid values: {', '.join(ARRIVALS)}")
         load["arrival"] = str(v).strip()
     if not _blank(v := get("llm_burstiness")):
         load["burstiness"] = _as_float("--llm-burstiness", v)
