@@ -23,7 +23,10 @@ fn schema_path() -> PathBuf {
 /// `target/release/tokenswarm schema > locustfiles/tokenswarm_master/schema.json`.
 #[test]
 fn committed_schema_is_what_the_binary_emits() {
-    let out = Command::new(common::bin()).arg("schema").output().expect("run tokenswarm schema");
+    let out = Command::new(common::bin())
+        .arg("schema")
+        .output()
+        .expect("run tokenswarm schema");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let emitted = String::from_utf8(out.stdout).expect("utf-8");
     let committed = std::fs::read_to_string(schema_path()).expect("read the committed schema.json");
@@ -84,7 +87,8 @@ fn corpus_verdicts_and_messages() {
     for c in &cases {
         match (TestConfig::from_yaml(&c.text), &c.error) {
             (Ok(cfg), None) => {
-                cfg.validate().unwrap_or_else(|e| panic!("{}: typed config fails validate: {e}", c.name));
+                cfg.validate()
+                    .unwrap_or_else(|e| panic!("{}: typed config fails validate: {e}", c.name));
                 let planned = RateSchedule::new(&cfg.load.phases).total();
                 if let Some(want) = c.planned
                     && (planned - want).abs() > want.abs() * 1e-9
@@ -93,7 +97,11 @@ fn corpus_verdicts_and_messages() {
                 }
             }
             (Err(e), Some(want)) if e.to_string() == *want => {}
-            (got, want) => wrong.push(format!("{}:\n  got  {:?}\n  want {want:?}", c.name, got.map(|_| "valid"))),
+            (got, want) => wrong.push(format!(
+                "{}:\n  got  {:?}\n  want {want:?}",
+                c.name,
+                got.map(|_| "valid")
+            )),
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -142,7 +150,11 @@ fn check_refuses_a_trillion_token_prompt() {
         "scenarios:\n  - {name: A, provider: openai-chat, model: m, prompt_length: 1000000000000, output_length: 10}\n",
     )
     .expect("write");
-    let out = Command::new(common::bin()).arg("check").arg(&path).output().expect("run check");
+    let out = Command::new(common::bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

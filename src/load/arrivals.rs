@@ -80,7 +80,10 @@ impl RateSchedule {
     /// (`planned_requests` in config.py mirrors it; the schema corpus pins
     /// both).
     pub fn total(&self) -> f64 {
-        self.segments.iter().map(|s| (s.from + s.to) / 2.0 * (s.end - s.start)).sum()
+        self.segments
+            .iter()
+            .map(|s| (s.from + s.to) / 2.0 * (s.end - s.start))
+            .sum()
     }
 
     /// When the last phase ends, seconds since the start.

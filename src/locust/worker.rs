@@ -436,7 +436,11 @@ impl Worker {
         self.last_spawn_timestamp = spawn.timestamp;
         let users: u32 = spawn.user_classes_count.values().sum();
         info!(users, targets = ?spawn.user_classes_count, "spawn step");
-        let stop_timeout_s = spawn.stop_timeout.filter(|s| s.is_finite()).unwrap_or(0.0).min(86_400.0);
+        let stop_timeout_s = spawn
+            .stop_timeout
+            .filter(|s| s.is_finite())
+            .unwrap_or(0.0)
+            .min(86_400.0);
         self.stop_timeout = crate::units::seconds_saturating(stop_timeout_s);
         if self.engine.is_none() {
             let config = match spawn.config {

@@ -323,7 +323,11 @@ impl std::fmt::Display for ConfigError {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.location, self.expected)
         } else if self.value.is_empty() {
-            write!(f, "{}: field `{}` is missing; {}", self.location, self.field, self.expected)
+            write!(
+                f,
+                "{}: field `{}` is missing; {}",
+                self.location, self.field, self.expected
+            )
         } else {
             write!(
                 f,
@@ -386,7 +390,11 @@ fn cross_field_rules(doc: &serde_yaml::Value) -> Result<(), ConfigError> {
         }
     }
     let load = get(doc, "load");
-    let phases = load.get("phases").and_then(Value::as_sequence).cloned().unwrap_or_default();
+    let phases = load
+        .get("phases")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
     if load.get("mode").and_then(Value::as_str) == Some("open") && phases.is_empty() {
         return Err(err(
             "load",

@@ -151,7 +151,12 @@ fn section<T: serde::Serialize>(defaults: &T, props: Vec<(&str, Json)>) -> Json 
 }
 
 fn seconds(min_exclusive: bool, expected: &str) -> Json {
-    number(0.0, MAX_SECONDS, min_exclusive, format!("{expected}, at most {MAX_SECONDS:.0}"))
+    number(
+        0.0,
+        MAX_SECONDS,
+        min_exclusive,
+        format!("{expected}, at most {MAX_SECONDS:.0}"),
+    )
 }
 
 fn wait() -> Json {
@@ -216,7 +221,11 @@ fn scenario() -> Json {
             ),
             (
                 "model",
-                string(MAX_MODEL_CHARS, None, "name the model the server serves (1 to 256 characters)"),
+                string(
+                    MAX_MODEL_CHARS,
+                    None,
+                    "name the model the server serves (1 to 256 characters)",
+                ),
             ),
             ("prompt_length", tokens(MAX_PROMPT_TOKENS)),
             (
@@ -289,7 +298,10 @@ fn load() -> Json {
                 ),
             ),
             ("duration_s", seconds(true, "use a positive number of seconds")),
-            ("ramp_s", with_default(seconds(false, "use 0 <= ramp_s <= duration_s"), json!(0.0))),
+            (
+                "ramp_s",
+                with_default(seconds(false, "use 0 <= ramp_s <= duration_s"), json!(0.0)),
+            ),
         ],
         &["rate", "duration_s"],
     );
@@ -319,7 +331,11 @@ fn load() -> Json {
             ),
             (
                 "max_in_flight",
-                integer(1, MAX_IN_FLIGHT, format!("use a positive integer, at most {MAX_IN_FLIGHT}")),
+                integer(
+                    1,
+                    MAX_IN_FLIGHT,
+                    format!("use a positive integer, at most {MAX_IN_FLIGHT}"),
+                ),
             ),
             (
                 "start_unix_s",
@@ -540,7 +556,9 @@ fn walk(node: &Json, v: &Value, mut at: At) -> Result<(), ConfigError> {
         });
         let Some(branch) = branch else {
             let tag_expected = node.get("x-tag-expected").and_then(Json::as_str).unwrap_or("");
-            return Err(at.child(Seg::Key(tag.into())).fail(tag_value.or(Some(&Value::Null)), tag_expected));
+            return Err(at
+                .child(Seg::Key(tag.into()))
+                .fail(tag_value.or(Some(&Value::Null)), tag_expected));
         };
         return walk(branch, v, at);
     }
@@ -548,7 +566,9 @@ fn walk(node: &Json, v: &Value, mut at: At) -> Result<(), ConfigError> {
         return Err(at.fail(Some(v), expected(node)));
     }
     if let Some(allowed) = node.get("enum").and_then(Json::as_array)
-        && !allowed.iter().any(|a| matches!((a, v), (Json::String(a), Value::String(s)) if a == s))
+        && !allowed
+            .iter()
+            .any(|a| matches!((a, v), (Json::String(a), Value::String(s)) if a == s))
     {
         return Err(at.fail(Some(v), expected(node)));
     }
@@ -568,7 +588,10 @@ fn walk(node: &Json, v: &Value, mut at: At) -> Result<(), ConfigError> {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(f64::NAN);
             let below = node.get("minimum").and_then(Json::as_f64).is_some_and(|m| x < m);
-            let at_or_below = node.get("exclusiveMinimum").and_then(Json::as_f64).is_some_and(|m| x <= m);
+            let at_or_below = node
+                .get("exclusiveMinimum")
+                .and_then(Json::as_f64)
+                .is_some_and(|m| x <= m);
             let above = node.get("maximum").and_then(Json::as_f64).is_some_and(|m| x > m);
             if below || at_or_below || above {
                 return Err(at.fail(Some(v), expected(node)));
@@ -718,7 +741,11 @@ pub fn float_repr(x: f64) -> String {
             format!("{digits}{}.0", "0".repeat((decpt - n) as usize))
         }
     } else {
-        let rest = if n > 1 { format!(".{}", &digits[1..]) } else { String::new() };
+        let rest = if n > 1 {
+            format!(".{}", &digits[1..])
+        } else {
+            String::new()
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{}{rest}e{esign}{:02}", &digits[..1], exp.abs())
     };

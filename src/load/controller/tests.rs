@@ -292,7 +292,14 @@ async fn wait_none_runs_back_to_back() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_constant_pauses_after_each_request() {
-    let starts = starts_with_wait(Wait::Constant { seconds: Duration::from_secs(1) }, 100 * MS, 3500 * MS).await;
+    let starts = starts_with_wait(
+        Wait::Constant {
+            seconds: Duration::from_secs(1),
+        },
+        100 * MS,
+        3500 * MS,
+    )
+    .await;
     assert_eq!(starts, [0, 1100, 2200, 3300]);
 }
 
@@ -312,7 +319,9 @@ async fn wait_between_draws_uniform_pauses() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_pacing_starts_a_request_every_period() {
-    let pacing = Wait::Pacing { seconds: Duration::from_secs(1) };
+    let pacing = Wait::Pacing {
+        seconds: Duration::from_secs(1),
+    };
     assert_eq!(
         starts_with_wait(pacing, 300 * MS, 3500 * MS).await,
         [0, 1000, 2000, 3000]
