@@ -35,15 +35,6 @@ pub fn seconds_saturating(s: f64) -> Duration {
     seconds_within(clamped, MAX_SECONDS).unwrap_or(Duration::ZERO)
 }
 
-/// `ms` milliseconds, bounded like [`seconds_within`].
-pub fn millis_within(ms: f64, max_ms: f64) -> Option<Duration> {
-    if ms.is_finite() && (0.0..=max_ms).contains(&ms) {
-        seconds_within(ms / 1e3, max_ms / 1e3)
-    } else {
-        None
-    }
-}
-
 /// clap value parser for a flag in seconds that must be positive, at most
 /// [`MAX_SECONDS`]. clap prefixes the error with the flag's name and exits
 /// with code 2.
