@@ -549,4 +549,28 @@ slo: {ttft_ms: 500}
         let e = TestConfig::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("phases"), "{e}");
     }
+
+    /// Issue 13: a master (or anyone on the master link) sending
+    /// `prompt_length: 1e12` gets a clear error, not an allocation abort.
+    #[test]
+    fn wire_documents_are_bounded_like_files() {
+        let doc = serde_json::json!({"scenarios": [{"name": "A", "provider": "openai-chat", "model": "m",
+            "prompt_length": 1_000_000_000_000u64, "output_length": 5}]});
+        let e = TestConfig::from_json(doc).unwrap_err().to_string();
+        assert!(e.contains("prompt_length") && e.contains("10000000"), "{e}");
+    }
+
+    /// The serde helpers bound durations even without the schema walk.
+    #[test]
+    fn durations_are_bounded_at_deserialization() {
+        let phase = serde_json::json!({"rate": 1.0, "duration_s": 1e30});
+        let e = serde_json::from_value::<Phase>(phase).unwrap_err().to_string();
+        assert!(e.contains("1000000"), "{e}");
+        let mut c = TestConfig::from_yaml(GOOD).unwrap();
+        c.scenarios[0].wait = Wait::Constant {
+            seconds: Duration::from_secs(2_000_000),
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("wait.seconds") && e.contains("2000000"), "{e}");
+    }
 }
