@@ -133,7 +133,8 @@ pub struct SimConfig {
     #[arg(long, default_value = "0", value_parser = rate)]
     pub fault_empty: f64,
     /// Length of a stall fault, seconds (at most 86400).
-    #[arg(long = "stall-s", value_name = "SECONDS", default_value = "30", value_parser = stall_seconds)]
+    #[arg(long = "stall-s", value_name = "SECONDS", default_value = "30", value_parser = stall_seconds,
+          allow_negative_numbers = true)]
     pub stall: Duration,
     /// Retry-After seconds sent with 429 faults.
     #[arg(long, default_value_t = 1)]
