@@ -49,7 +49,7 @@ def define_user_classes(doc):
     """One abstract-free User subclass per scenario, weight = scenario weight."""
     classes = {}
     for s in doc.get("scenarios") or []:
-        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"].isidentifier():
+        if not isinstance(s, dict) or not config.is_valid_name(s.get("name")):
             continue  # validation at start reports it with the field and value
         classes[s["name"]] = type(s["name"], (User,), {
             "__module__": __name__,
@@ -67,7 +67,7 @@ except config.ConfigError as e:
     sys.exit(f"tokenswarm: {e}")
 _classes = define_user_classes(_doc)
 if not _classes:
-    sys.exit(f"tokenswarm: {SCENARIOS_PATH}: no usable scenarios (each needs a `name` that is a valid identifier)")
+    sys.exit(f"tokenswarm: {SCENARIOS_PATH}: no usable scenarios (each needs a `name` of letters, digits and _)")
 globals().update(_classes)
 
 STATE = plugin.setup(SCENARIOS_PATH, list(_classes))

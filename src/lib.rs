@@ -16,6 +16,7 @@
 //! - [`engine`]: one test run on a worker: wires load, LLM client and metrics.
 //! - [`shutdown`]: SIGINT/SIGTERM for every subcommand.
 //! - [`sim`]: the built-in OpenAI/Anthropic-compatible server simulator.
+//! - [`units`]: float seconds from users to bounded `Duration`s (the only place).
 
 pub mod engine;
 pub mod llm;
@@ -26,3 +27,4 @@ pub mod outcome;
 pub mod scenario;
 pub mod shutdown;
 pub mod sim;
+pub mod units;

@@ -32,6 +32,9 @@ enum Command {
         /// Path to the scenarios YAML file.
         file: std::path::PathBuf,
     },
+    /// Print the JSON Schema of the scenarios file (limits and defaults), as
+    /// committed in locustfiles/tokenswarm_master/schema.json.
+    Schema,
 }
 
 #[derive(Args, Debug)]
@@ -44,8 +47,9 @@ struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     master_port: u16,
     /// Seconds without a reachable master before giving up (exit code 3).
-    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds, allow_negative_numbers = true)]
-    master_timeout: f64,
+    #[arg(long, default_value = "60", value_parser = tokenswarm::units::positive_seconds_flag,
+          allow_negative_numbers = true)]
+    master_timeout: Duration,
     /// Node id (ZeroMQ identity); default `<hostname>_<random hex>`.
     #[arg(long)]
     node_id: Option<String>,
@@ -67,13 +71,6 @@ struct WorkerArgs {
         value_delimiter = ','
     )]
     allow_key_envs: Vec<String>,
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds (e.g. 60)")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -102,7 +99,7 @@ fn main() -> ExitCode {
                 let opts = WorkerOptions {
                     master_host: args.master_host,
                     master_port: args.master_port,
-                    master_timeout: Duration::from_secs_f64(args.master_timeout),
+                    master_timeout: args.master_timeout,
                     node_id: args.node_id,
                     allow,
                 };
@@ -120,6 +117,14 @@ fn main() -> ExitCode {
                         s.name, s.provider, s.model, s.prompt_length, s.prefix_length, s.output_length, s.weight
                     );
                 }
+                if cfg.load.mode == tokenswarm::scenario::LoadMode::Open {
+                    let planned = tokenswarm::load::arrivals::RateSchedule::new(&cfg.load.phases).total();
+                    println!("open loop: {planned:.0} requests planned");
+                }
+                Ok(())
+            }
+            Command::Schema => {
+                print!("{}", tokenswarm::scenario::schema::emit());
                 Ok(())
             }
         }

@@ -103,9 +103,9 @@ async fn an_endless_sse_line_fails_with_its_kind_and_memory_stays_bounded() {
     let (port, sent) = endless_line_server().await;
     let before = peak_rss();
     let t = Timeouts {
-        connect_s: 5.0,
-        first_token_s: 60.0,
-        total_s: 60.0,
+        connect: Duration::from_secs(5),
+        first_token: Duration::from_secs(60),
+        total: Duration::from_secs(60),
     };
     let client = LlmClient::new(&t, 16).unwrap();
     let p =

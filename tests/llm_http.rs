@@ -15,10 +15,11 @@ use tokenswarm::scenario::{Provider, Scenario, Timeouts};
 use tokio_util::sync::CancellationToken;
 
 fn timeouts(first_token_s: f64, total_s: f64) -> Timeouts {
+    let secs = tokenswarm::units::seconds_saturating;
     Timeouts {
-        connect_s: 2.0,
-        first_token_s,
-        total_s,
+        connect: Duration::from_secs(2),
+        first_token: secs(first_token_s),
+        total: secs(total_s),
     }
 }
 

@@ -171,7 +171,7 @@ fn run(kind: &str, port: u16, sim_pid: &str, secs: f64, conc: usize, tokens: u64
             done.load(Ordering::Relaxed),
         )
     });
-    rt.block_on(async { tokio::time::sleep(Duration::from_secs_f64(secs)).await });
+    rt.block_on(async { tokio::time::sleep(tokenswarm::units::seconds_saturating(secs)).await });
     let (sim1, me1, el, n1) = (
         cpu_s(sim_pid),
         cpu_s("self"),

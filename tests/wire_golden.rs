@@ -62,7 +62,13 @@ fn python_spawn_with_real_parsed_options_carries_the_test_definition() {
     let cfg: TestConfig = spawn.config.expect("config present").expect("config parses");
     cfg.validate().unwrap();
     assert_eq!(cfg.scenarios[0].provider, Provider::OpenaiChat);
-    assert_eq!(cfg.scenarios[0].wait, Wait::Between { min_s: 0.5, max_s: 1.5 });
+    assert_eq!(
+        cfg.scenarios[0].wait,
+        Wait::Between {
+            min: Duration::from_millis(500),
+            max: Duration::from_millis(1500)
+        }
+    );
     assert_eq!(cfg.scenarios[0].extra_body["ignore_eos"], serde_json::json!(true));
     assert_eq!(cfg.scenarios[1].api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
     assert_eq!(
@@ -86,7 +92,7 @@ fn stats_frame() -> WorkerMsg {
     .unwrap();
     let rec = Recorder::new(&cfg.scenarios, Slo::default());
     let ok = |ms: f64| Outcome {
-        total: Duration::from_secs_f64(ms / 1e3),
+        total: tokenswarm::units::seconds_saturating(ms / 1e3),
         ttft: Some(Duration::from_millis(5)),
         e2e: Some(Duration::from_millis(9)),
         output_chunks: 4,

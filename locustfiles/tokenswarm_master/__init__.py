@@ -4,7 +4,7 @@ The Locust master never sends LLM traffic itself; Rust workers do. This
 package covers what the master has to do on their behalf:
 
 - `config`: turn the scenarios YAML plus command-line / web-form overrides
-  into the `TestConfig` document the workers validate (`src/scenario.rs`),
+  into the `TestConfig` document the workers validate (`src/scenario/`, via `schema.json`),
   with errors that name the option or field, the value and what is valid.
 - `aggregate`: merge the `llm` key of every worker stats report (deltas)
   into per-scenario and total aggregates, and keep a per-second history.

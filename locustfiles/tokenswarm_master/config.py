@@ -1,41 +1,100 @@
 """Builds and validates the `TestConfig` document sent to workers.
 
-Workers deserialize it with `deny_unknown_fields` (see `src/scenario.rs`),
-so a typo here would only surface on every worker as a rejected spawn. We
-therefore check the same rules on the master, before a run starts, and
-report problems as "where: field `x` has value v; what is valid" — the
-same shape as the Rust `ConfigError`.
+Workers own the schema: `src/scenario` defines the types, limits and
+defaults, and `tokenswarm schema` writes them as JSON Schema to
+`schema.json` beside this file (a Rust test fails when the committed file is
+stale). The master validates with that file, before a run starts, so that it
+rejects exactly what every worker would reject. `_walk` below is the same
+walker as `check` in `src/scenario/schema.rs` (same keywords, same order,
+same messages); the rules that relate two fields are code, mirrored in
+`_cross_field_rules`. tests/fixtures/schema_corpus pins identical verdicts
+and messages on both sides. Messages read "where: field `x` has value v;
+what is valid".
 """
 
 import copy
+import json
 import math
+import os
 import re
 
 import yaml
 
-PROVIDERS = ("openai-chat", "openai-completions", "anthropic")
-MODES = ("closed", "open")
-ARRIVALS = ("constant", "poisson", "gamma")
-WAIT_KINDS = {"none": (), "constant": ("seconds",), "pacing": ("seconds",), "between": ("min_s", "max_s")}
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
+with open(SCHEMA_PATH, encoding="utf-8") as _f:
+    SCHEMA = json.load(_f)
 
-SCENARIO_FIELDS = {
-    "name", "weight", "provider", "endpoint", "model", "prompt_length", "prefix_length",
-    "output_length", "api_key_env", "temperature", "headers", "extra_body", "wait",
-}
-TOP_FIELDS = {"v", "scenarios", "load", "slo", "safety", "timeouts"}
-LOAD_FIELDS = {"mode", "phases", "arrival", "burstiness", "max_in_flight"}
-PHASE_FIELDS = {"rate", "duration_s", "ramp_s"}
-SLO_FIELDS = {"ttft_ms", "tpot_ms", "e2e_ms"}
-SAFETY_FIELDS = {"warmup", "error_limit", "error_window", "input_token_budget", "output_token_budget"}
-TIMEOUT_FIELDS = {"connect_s", "first_token_s", "total_s"}
+_PROPS = SCHEMA["properties"]
+_SCENARIO = _PROPS["scenarios"]["items"]
+MODES = tuple(_PROPS["load"]["properties"]["mode"]["enum"])
+ARRIVALS = tuple(_PROPS["load"]["properties"]["arrival"]["enum"])
+PROVIDERS = tuple(_SCENARIO["properties"]["provider"]["enum"])
+NAME_PATTERN = _SCENARIO["properties"]["name"]["pattern"]
+
+RENDER_MAX_CHARS = 120
 
 
 class ConfigError(ValueError):
-    """A configuration problem: where it is, which field, its value, what is valid."""
+    """A configuration problem: where it is, which field, its value, what is valid.
+
+    `value` is rendered with `_render` (as the workers do) unless
+    `rendered` is set; an empty rendered value means the field is missing."""
+
+    def __init__(self, location, field, value, expected, rendered=False):
+        value = value if rendered else _render(value)
+        self.location, self.field, self.value, self.expected = location, field, value, expected
+        if not field:
+            text = f"{location}: {expected}"
+        elif value == "":
+            text = f"{location}: field `{field}` is missing; {expected}"
+        else:
+            text = f"{location}: field `{field}` has value {value}; {expected}"
+        super().__init__(text)
+
+
+class OptionError(ConfigError):
+    """A problem with a command-line option or the file itself (master only,
+    no worker counterpart): the value is shown as Python's repr."""
 
     def __init__(self, location, field, value, expected):
-        self.location, self.field, self.value, self.expected = location, field, value, expected
-        super().__init__(f"{location}: field `{field}` has value {value!r}; {expected}")
+        super().__init__(location, field, repr(value), expected, rendered=True)
+
+
+def _render_full(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(_render_full(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_render_full(k)}: {_render_full(x)}" for k, x in v.items()) + "}"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _render(v):
+    """A value as messages show it (`render` in src/scenario/schema.rs)."""
+    full = _render_full(v)
+    return full if len(full) <= RENDER_MAX_CHARS else full[: RENDER_MAX_CHARS - 3] + "..."
+
+
+def _search(pattern, text):
+    """JSON Schema `pattern` semantics: `$` ends the text (Python's `$`
+    would also match before a final newline)."""
+    if pattern.endswith("$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.search(pattern, text) is not None
+
+
+def is_valid_name(name):
+    """The scenario name rule of the schema (a Python class name, ASCII)."""
+    return isinstance(name, str) and _search(NAME_PATTERN, name)
 
 
 def load_yaml(path):
@@ -44,11 +103,11 @@ def load_yaml(path):
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError("scenarios file", "path", str(path), f"cannot be read ({e.strerror})") from e
+        raise OptionError("scenarios file", "path", str(path), f"cannot be read ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise ConfigError("scenarios file", "yaml", str(path), f"is not valid YAML: {e}") from e
+        raise OptionError("scenarios file", "yaml", str(path), f"is not valid YAML: {e}") from e
     if not isinstance(doc, dict):
-        raise ConfigError("scenarios file", "(document)", type(doc).__name__, "must be a mapping with `scenarios:`")
+        raise OptionError("scenarios file", "(document)", type(doc).__name__, "must be a mapping with `scenarios:`")
     return doc
 
 
@@ -57,175 +116,203 @@ def scenario_names(doc):
     return [s.get("name") for s in doc.get("scenarios") or [] if isinstance(s, dict)]
 
 
-def _unknown(location, data, allowed):
-    if not isinstance(data, dict):
-        raise ConfigError(location, "(section)", data, "must be a mapping")
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(location, key, data[key], f"unknown field; valid fields: {', '.join(sorted(allowed))}")
+# ------------------------------------------------------------------ walker
 
 
-def _num(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _join(path):
+    out = ""
+    for seg in path:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            out += ("." if out else "") + seg
+    return out
 
 
-def _int(x):
-    return isinstance(x, int) and not isinstance(x, bool)
+def _fail(at, value, expected, missing=False):
+    location, field, _ = at
+    return ConfigError(location, _join(field), "" if missing else _render(value), expected, rendered=True)
 
 
-def _positive(location, field, x, what="use a positive number"):
-    if not (_num(x) and x > 0):
-        raise ConfigError(location, field, x, what)
+def _child(at, seg):
+    location, field, full = at
+    return location, field + [seg], full + [seg]
+
+
+def _expected(node):
+    return node.get("x-expected", "is not valid")
+
+
+def _types(node):
+    t = node.get("type")
+    if isinstance(t, str):
+        return [t]
+    return list(t) if isinstance(t, list) else []
+
+
+def _finite(x):
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _has_type(t, v):
+    if t == "object":
+        return isinstance(v, dict)
+    if t == "array":
+        return isinstance(v, list)
+    if t == "string":
+        return isinstance(v, str)
+    if t == "boolean":
+        return isinstance(v, bool)
+    if t == "null":
+        return v is None
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
+    return False
+
+
+def _branch(node, v):
+    tag = node["x-tag"]
+    t = v.get(tag)
+    for b in node["oneOf"]:
+        if isinstance(t, str) and b["properties"][tag]["enum"][0] == t:
+            return b
+    return None
+
+
+def _walk(node, v, at):
+    """Raises the first problem of `v` against `node` (`walk` in schema.rs)."""
+    ts = _types(node)
+    if v is None and "null" in ts:
+        return
+    if "x-tag" in node and "oneOf" in node:
+        if not isinstance(v, dict):
+            raise _fail(at, v, _expected(node))
+        branch = _branch(node, v)
+        if branch is None:
+            raise _fail(_child(at, node["x-tag"]), v.get(node["x-tag"]), node.get("x-tag-expected", ""))
+        return _walk(branch, v, at)
+    if ts and not any(_has_type(t, v) for t in ts):
+        raise _fail(at, v, _expected(node))
+    if "enum" in node and not any(isinstance(v, str) and a == v for a in node["enum"]):
+        raise _fail(at, v, _expected(node))
+    if isinstance(v, str):
+        n = len(v)
+        if n < node.get("minLength", 0) or n > node.get("maxLength", math.inf) or (
+                "pattern" in node and not _search(node["pattern"], v)):
+            raise _fail(at, v, _expected(node))
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        x = v
+        if ("minimum" in node and x < node["minimum"]) or (
+                "exclusiveMinimum" in node and x <= node["exclusiveMinimum"]) or (
+                "maximum" in node and x > node["maximum"]):
+            raise _fail(at, v, _expected(node))
+    elif isinstance(v, list):
+        if len(v) < node.get("minItems", 0) or len(v) > node.get("maxItems", math.inf):
+            raise _fail(at, v, _expected(node))
+        if "items" in node:
+            for i, x in enumerate(v):
+                _walk(node["items"], x, _child(at, i))
+    elif isinstance(v, dict):
+        location, field, full = at
+        where = node.get("x-location")
+        if where == "path":
+            at = (_join(full), [], full)
+        elif where == "label":
+            prefix, key = node["x-label"]
+            name = v.get(key)
+            at = (f"{prefix} {_render(name)}" if isinstance(name, str) else _join(full), [], full)
+        props = node.get("properties", {})
+        additional = node.get("additionalProperties")
+        for k, x in v.items():
+            name = k if isinstance(k, str) else _render(k)
+            if name in props:
+                continue
+            if additional is False:
+                raise _fail(_child(at, name), x, f"unknown field; valid fields: {', '.join(sorted(props))}")
+            if isinstance(additional, dict):
+                _walk(additional, x, _child(at, name))
+        for r in sorted(node.get("required", [])):
+            if r not in v:
+                raise _fail(_child(at, r), None, _expected(props[r]) if r in props else "is required", missing=True)
+        for name in sorted(props):
+            if name in v:
+                _walk(props[name], v[name], _child(at, name))
+
+
+def _num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def _cross_field_rules(doc):
+    """Rules relating two fields (`cross_field_rules` in src/scenario/mod.rs)."""
+    seen = set()
+    for s in doc.get("scenarios") or []:
+        name = s.get("name")
+        at = f"scenario {_render(name)}"
+        if name in seen:
+            raise ConfigError(at, "name", name, "scenario names must be unique")
+        seen.add(name)
+        prompt, prefix = s.get("prompt_length"), s.get("prefix_length")
+        if prefix is not None and _num(prefix) >= _num(prompt):
+            raise ConfigError(at, "prefix_length", prefix,
+                              f"must be less than prompt_length ({_render(prompt)}) so each request has a unique part")
+        wait = s.get("wait") or {}
+        if wait.get("kind") == "between" and _num(wait.get("min_s")) > _num(wait.get("max_s")):
+            raise ConfigError(at, "wait", f"min_s={_render(wait.get('min_s'))}, max_s={_render(wait.get('max_s'))}",
+                              "need min_s <= max_s", rendered=True)
+    load = doc.get("load") or {}
+    phases = load.get("phases") or []
+    if load.get("mode") == "open" and not phases:
+        raise ConfigError("load", "phases", "[]", "open-loop mode needs at least one phase {rate, duration_s}",
+                          rendered=True)
+    for i, p in enumerate(phases):
+        ramp, duration = p.get("ramp_s"), p.get("duration_s")
+        if ramp is not None and _num(ramp) > _num(duration):
+            raise ConfigError(f"load.phases[{i}]", "ramp_s", ramp,
+                              f"use 0 <= ramp_s <= duration_s ({_render(duration)})")
+
+
+def _complete(node, v):
+    """`v` with the schema's defaults filled in and numbers as floats, so a
+    strict decoder on the worker never sees an integer where it expects f64."""
+    if v is None:
+        return v
+    if "x-tag" in node and isinstance(v, dict):
+        branch = _branch(node, v)
+        return _complete(branch, v) if branch else v
+    if "number" in _types(node) and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, list) and "items" in node:
+        return [_complete(node["items"], x) for x in v]
+    if isinstance(v, dict) and "properties" in node:
+        out = dict(v)
+        for name, sub in node["properties"].items():
+            # A null default means "absent": it is not sent (the worker's
+            # serde reads a missing field as None, the same).
+            if name not in out and sub.get("default") is not None:
+                default = sub["default"]
+                if isinstance(default, dict):
+                    default = {k: x for k, x in default.items() if x is not None}
+                out[name] = copy.deepcopy(default)
+            if name in out:
+                out[name] = _complete(sub, out[name])
+        return out
+    return v
 
 
 def validate(doc):
-    """Checks a full document against the rules of `src/scenario.rs`.
+    """Checks a full document against `schema.json` and the cross-field rules.
 
     Returns the document with defaults filled in, so workers and the
     master's token estimate see the same values."""
-    doc = copy.deepcopy(doc)
-    _unknown("config", doc, TOP_FIELDS)
-    doc.setdefault("v", 1)
-    if doc["v"] != 1:
-        raise ConfigError("config", "v", doc["v"], "only schema version 1 exists")
-    scenarios = doc.get("scenarios")
-    if not isinstance(scenarios, list) or not scenarios:
-        raise ConfigError("config", "scenarios", scenarios, "define at least one scenario")
-    seen = set()
-    for s in scenarios:
-        _validate_scenario(s, seen)
-    load = doc.setdefault("load", {})
-    _unknown("load", load, LOAD_FIELDS)
-    load.setdefault("mode", "closed")
-    load.setdefault("phases", [])
-    load.setdefault("arrival", "poisson")
-    load.setdefault("burstiness", 1.0)
-    load.setdefault("max_in_flight", 10_000)
-    if load["mode"] not in MODES:
-        raise ConfigError("load", "mode", load["mode"], f"valid values: {', '.join(MODES)}")
-    if load["arrival"] not in ARRIVALS:
-        raise ConfigError("load", "arrival", load["arrival"], f"valid values: {', '.join(ARRIVALS)}")
-    if not isinstance(load["phases"], list):
-        raise ConfigError("load", "phases", load["phases"], "must be a list of {rate, duration_s, ramp_s}")
-    if load["mode"] == "open" and not load["phases"]:
-        raise ConfigError("load", "phases", [], "open-loop mode needs at least one phase {rate, duration_s}")
-    for i, p in enumerate(load["phases"]):
-        at = f"load.phases[{i}]"
-        _unknown(at, p, PHASE_FIELDS)
-        p.setdefault("ramp_s", 0.0)
-        if not (_num(p.get("rate")) and p["rate"] >= 0):
-            raise ConfigError(at, "rate", p.get("rate"), "use a non-negative requests/second figure")
-        _positive(at, "duration_s", p.get("duration_s"), "use a positive number of seconds")
-        if not (_num(p["ramp_s"]) and 0 <= p["ramp_s"] <= p["duration_s"]):
-            raise ConfigError(at, "ramp_s", p["ramp_s"], "use 0 <= ramp_s <= duration_s")
-    _positive("load", "burstiness", load["burstiness"], "use a positive gamma shape (1 = Poisson)")
-    if not (_int(load["max_in_flight"]) and load["max_in_flight"] > 0):
-        raise ConfigError("load", "max_in_flight", load["max_in_flight"], "use a positive integer")
-    slo = doc.setdefault("slo", {})
-    _unknown("slo", slo, SLO_FIELDS)
-    for field in sorted(SLO_FIELDS):
-        if slo.get(field) is not None:
-            _positive("slo", field, slo[field], "use a positive number of milliseconds, or leave it out")
-    safety = doc.setdefault("safety", {})
-    _unknown("safety", safety, SAFETY_FIELDS)
-    safety.setdefault("warmup", True)
-    safety.setdefault("error_limit", 0.3)
-    safety.setdefault("error_window", 30)
-    if not isinstance(safety["warmup"], bool):
-        raise ConfigError("safety", "warmup", safety["warmup"], "use true or false")
-    if not (_num(safety["error_limit"]) and 0 <= safety["error_limit"] <= 1):
-        raise ConfigError("safety", "error_limit", safety["error_limit"], "use a fraction between 0 and 1 (0 disables)")
-    if not (_int(safety["error_window"]) and safety["error_window"] > 0):
-        raise ConfigError("safety", "error_window", safety["error_window"], "use a positive number of requests")
-    for field in ("input_token_budget", "output_token_budget"):
-        v = safety.get(field)
-        if v is not None and not (_int(v) and v >= 0):
-            raise ConfigError("safety", field, v, "use a non-negative whole number of tokens, or leave it out")
-    timeouts = doc.setdefault("timeouts", {})
-    _unknown("timeouts", timeouts, TIMEOUT_FIELDS)
-    for field, default in (("connect_s", 10.0), ("first_token_s", 120.0), ("total_s", 600.0)):
-        timeouts.setdefault(field, default)
-        _positive("timeouts", field, timeouts[field], "use a positive number of seconds")
-    _floats(doc)
-    return doc
-
-
-FLOAT_FIELDS = {"load": ("burstiness",), "slo": tuple(SLO_FIELDS), "safety": ("error_limit",),
-                "timeouts": tuple(TIMEOUT_FIELDS)}
-
-
-def _floats(doc):
-    """Sends float fields as floats (YAML `1000` is an int), so a strict
-    decoder on the worker never sees an integer where it expects f64."""
-    for section, fields in FLOAT_FIELDS.items():
-        for f in fields:
-            if doc[section].get(f) is not None:
-                doc[section][f] = float(doc[section][f])
-    for p in doc["load"]["phases"]:
-        for f in PHASE_FIELDS:
-            p[f] = float(p[f])
-    for s in doc["scenarios"]:
-        if s.get("temperature") is not None:
-            s["temperature"] = float(s["temperature"])
-        for f in ("seconds", "min_s", "max_s"):
-            if f in (s.get("wait") or {}):
-                s["wait"][f] = float(s["wait"][f])
-
-
-def _validate_scenario(s, seen):
-    if not isinstance(s, dict):
-        raise ConfigError("scenarios", "(item)", s, "each scenario must be a mapping")
-    at = f"scenario {s.get('name')!r}"
-    _unknown(at, s, SCENARIO_FIELDS)
-    for field in ("name", "provider", "model", "prompt_length", "output_length"):
-        if field not in s:
-            raise ConfigError(at, field, None, "is required")
-    name = s["name"]
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
-        raise ConfigError(at, "name", name,
-                          "use letters, digits and _, not starting with a digit (it becomes a Python class name)")
-    if name in seen:
-        raise ConfigError(at, "name", name, "scenario names must be unique")
-    seen.add(name)
-    s.setdefault("weight", 1)
-    if not (_int(s["weight"]) and s["weight"] > 0):
-        raise ConfigError(at, "weight", s["weight"], "use a positive integer")
-    if s["provider"] not in PROVIDERS:
-        raise ConfigError(at, "provider", s["provider"], f"valid values: {', '.join(PROVIDERS)}")
-    if not (isinstance(s["model"], str) and s["model"]):
-        raise ConfigError(at, "model", s["model"], "name the model the server serves")
-    for field in ("prompt_length", "output_length"):
-        if not (_int(s[field]) and s[field] > 0):
-            raise ConfigError(at, field, s[field], "use a positive token count")
-    s.setdefault("prefix_length", 0)
-    if not (_int(s["prefix_length"]) and 0 <= s["prefix_length"] < s["prompt_length"]):
-        raise ConfigError(
-            at, "prefix_length", s["prefix_length"],
-            f"must be 0 <= prefix_length < prompt_length ({s['prompt_length']}) so each request has a unique part",
-        )
-    ep = s.get("endpoint")
-    if ep is not None and not (isinstance(ep, str) and (ep.startswith("/") or re.match(r"https?://", ep))):
-        raise ConfigError(at, "endpoint", ep, "use a path starting with / or a full http(s) URL")
-    var = s.get("api_key_env")
-    if var is not None and not (isinstance(var, str) and var and "=" not in var):
-        raise ConfigError(at, "api_key_env", var, "name an environment variable, e.g. OPENAI_API_KEY")
-    t = s.get("temperature")
-    if t is not None and not (_num(t) and 0 <= t <= 2):
-        raise ConfigError(at, "temperature", t, "use a value between 0 and 2")
-    for field in ("headers", "extra_body"):
-        if field in s and not isinstance(s[field], dict):
-            raise ConfigError(at, field, s[field], "must be a mapping")
-    wait = s.get("wait")
-    if wait is not None:
-        if not isinstance(wait, dict) or wait.get("kind") not in WAIT_KINDS:
-            kind = wait.get("kind") if isinstance(wait, dict) else wait
-            raise ConfigError(at, "wait.kind", kind, f"valid values: {', '.join(WAIT_KINDS)}")
-        _unknown(f"{at} wait", wait, {"kind", *WAIT_KINDS[wait["kind"]]})
-        for field in WAIT_KINDS[wait["kind"]]:
-            if not (_num(wait.get(field)) and wait[field] >= 0):
-                raise ConfigError(at, f"wait.{field}", wait.get(field), "use a non-negative number of seconds")
-        if wait["kind"] == "between" and wait["min_s"] > wait["max_s"]:
-            raise ConfigError(at, "wait", f"min_s={wait['min_s']}, max_s={wait['max_s']}", "need 0 <= min_s <= max_s")
+    _walk(SCHEMA, doc, ("config", [], []))
+    _cross_field_rules(doc)
+    return _complete(SCHEMA, copy.deepcopy(doc))
 
 
 # ---------------------------------------------------------------- overrides
@@ -239,9 +326,9 @@ def _as_float(option, v):
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise ConfigError("option", option, v, "use a number") from None
+        raise OptionError("option", option, v, "use a number") from None
     if not math.isfinite(x):
-        raise ConfigError("option", option, v, "use a finite number")
+        raise OptionError("option", option, v, "use a finite number")
     return x
 
 
@@ -249,9 +336,9 @@ def _as_int(option, v):
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise ConfigError("option", option, v, "use a whole number") from None
+        raise OptionError("option", option, v, "use a whole number") from None
     if not x.is_integer():
-        raise ConfigError("option", option, v, "use a whole number")
+        raise OptionError("option", option, v, "use a whole number")
     return int(x)
 
 
@@ -263,7 +350,7 @@ def _as_bool(option, v):
         return True
     if text in ("false", "no", "0", "off"):
         return False
-    raise ConfigError("option", option, v, "use true or false")
+    raise OptionError("option", option, v, "use true or false")
 
 
 def parse_phases(text, option="--llm-rate-phases"):
@@ -272,7 +359,7 @@ def parse_phases(text, option="--llm-rate-phases"):
     for i, part in enumerate(p.strip() for p in str(text).split(",")):
         fields = part.split(":")
         if len(fields) not in (2, 3):
-            raise ConfigError(
+            raise OptionError(
                 "option", option, text,
                 f"phase {i + 1} ({part!r}) must be rate:duration_s or rate:duration_s:ramp_s, e.g. \"200:30,400:30:5\"",
             )
@@ -285,7 +372,7 @@ def parse_phases(text, option="--llm-rate-phases"):
 def _section(doc, name):
     section = doc.setdefault(name, {})
     if not isinstance(section, dict):
-        raise ConfigError(name, "(section)", section, "must be a mapping")
+        raise OptionError(name, "(section)", section, "must be a mapping")
     return section
 
 
@@ -300,13 +387,13 @@ def apply_overrides(doc, opts):
     load, slo, safety = (_section(doc, name) for name in ("load", "slo", "safety"))
     if not _blank(v := get("llm_mode")):
         if str(v).strip() not in MODES:
-            raise ConfigError("option", "--llm-mode", v, f"valid values: {', '.join(MODES)}")
+            raise OptionError("option", "--llm-mode", v, f"valid values: {', '.join(MODES)}")
         load["mode"] = str(v).strip()
     if not _blank(v := get("llm_rate_phases")):
         load["phases"] = parse_phases(v)
     if not _blank(v := get("llm_arrival")):
         if str(v).strip() not in ARRIVALS:
-            raise ConfigError("option", "--llm-arrival", v, f"valid values: {', '.join(ARRIVALS)}")
+            raise OptionError("option", "--llm-arrival", v, f"valid values: {', '.join(ARRIVALS)}")
         load["arrival"] = str(v).strip()
     if not _blank(v := get("llm_burstiness")):
         load["burstiness"] = _as_float("--llm-burstiness", v)
@@ -335,10 +422,11 @@ def build(path, opts):
 
 def planned_requests(phases):
     """Requests an open-loop run sends: each phase ramps linearly from the
-    previous phase's rate over ramp_s, then holds its rate."""
+    previous phase's rate over ramp_s, then holds its rate (the integral of
+    `RateSchedule` in src/load/arrivals.rs; the schema corpus pins both)."""
     total, prev = 0.0, 0.0
     for p in phases:
-        ramp = p.get("ramp_s", 0.0)
+        ramp = min(max(p.get("ramp_s", 0.0), 0.0), p["duration_s"])
         total += (prev + p["rate"]) / 2 * ramp + p["rate"] * (p["duration_s"] - ramp)
         prev = p["rate"]
     return total

@@ -96,12 +96,6 @@ use crate::scenario::{Scenario, Timeouts};
 pub const DRAIN_GRACE: Duration = Duration::from_millis(50);
 /// Error bodies are read up to this many bytes for the failure message.
 const ERROR_BODY_MAX: usize = 2048;
-/// Timeouts are capped so `Instant + timeout` cannot overflow.
-const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(MAX_TIMEOUT).min(MAX_TIMEOUT)
-}
 
 /// Most connections [`KnownConnections`] remembers before it forgets all
 /// (64 bytes each: 4 MiB). Forgetting only means a stale connection among
@@ -314,7 +308,7 @@ impl LlmClient {
     /// writes must not wait for Nagle) and rustls.
     /// Redirects are never followed (see the module docs).
     pub fn new(timeouts: &Timeouts, max_concurrency: usize) -> Result<LlmClient, LlmError> {
-        let connect = secs(timeouts.connect_s);
+        let connect = timeouts.connect;
         let builder = || {
             reqwest::Client::builder()
                 .use_rustls_tls()
@@ -337,8 +331,8 @@ impl LlmClient {
             known: Arc::default(),
             stale_retries: Arc::default(),
             connect,
-            first_token: secs(timeouts.first_token_s),
-            total: secs(timeouts.total_s),
+            first_token: timeouts.first_token,
+            total: timeouts.total,
             max_concurrency,
         })
     }

@@ -53,7 +53,8 @@ impl RateSchedule {
         let mut segments = Vec::new();
         let (mut t, mut previous) = (0.0, 0.0);
         for p in phases {
-            let ramp = p.ramp_s.clamp(0.0, p.duration_s);
+            let duration = p.duration.as_secs_f64();
+            let ramp = p.ramp.as_secs_f64().clamp(0.0, duration);
             if ramp > 0.0 {
                 segments.push(Segment {
                     start: t,
@@ -64,14 +65,25 @@ impl RateSchedule {
             }
             segments.push(Segment {
                 start: t + ramp,
-                end: t + p.duration_s,
+                end: t + duration,
                 from: p.rate,
                 to: p.rate,
             });
-            t += p.duration_s;
+            t += duration;
             previous = p.rate;
         }
         RateSchedule { segments }
+    }
+
+    /// Requests the whole schedule plans (the integral of the rate): what
+    /// the master's token estimate multiplies by the token lengths
+    /// (`planned_requests` in config.py mirrors it; the schema corpus pins
+    /// both).
+    pub fn total(&self) -> f64 {
+        self.segments
+            .iter()
+            .map(|s| (s.from + s.to) / 2.0 * (s.end - s.start))
+            .sum()
     }
 
     /// When the last phase ends, seconds since the start.
@@ -154,8 +166,8 @@ mod tests {
     fn phase(rate: f64, duration_s: f64, ramp_s: f64) -> Phase {
         Phase {
             rate,
-            duration_s,
-            ramp_s,
+            duration: crate::units::seconds_saturating(duration_s),
+            ramp: crate::units::seconds_saturating(ramp_s),
         }
     }
 

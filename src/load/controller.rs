@@ -425,12 +425,12 @@ async fn user_loop<T: Task>(
         let now = Instant::now();
         ready = match wait {
             Wait::None => now,
-            Wait::Constant { seconds } => now + secs(seconds),
-            Wait::Between { min_s, max_s } if min_s < max_s => now + secs(rng.random_range(min_s..=max_s)),
-            Wait::Between { min_s, .. } => now + secs(min_s),
+            Wait::Constant { seconds } => now + seconds,
+            Wait::Between { min, max } if min < max => now + rng.random_range(min..=max),
+            Wait::Between { min, .. } => now + min,
             // Locust's constant_pacing: the next start is a period after
             // this one, or at once if the request overran the period.
-            Wait::Pacing { seconds } => (started + secs(seconds)).max(now),
+            Wait::Pacing { seconds } => (started + seconds).max(now),
         };
         if ready <= Instant::now() {
             // No pause due: go on at once. A zero sleep would still wait for
@@ -461,7 +461,7 @@ fn phase_origin(start_unix_s: Option<f64>) -> Instant {
 }
 
 fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
+    crate::units::seconds_saturating(s)
 }
 
 /// The open-loop scheduler: arrivals for `share` of the cluster rate, from

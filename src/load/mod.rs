@@ -137,7 +137,12 @@ load: {mode: open, phases: [{rate: 5, duration_s: 10}], max_in_flight: 7}
         let plan = LoadPlan::from_config(&cfg, 42, Duration::from_secs(3));
         assert_eq!(plan.classes.len(), 2);
         assert_eq!(plan.classes[1].weight, 3);
-        assert_eq!(plan.classes[1].wait, Wait::Pacing { seconds: 2.0 });
+        assert_eq!(
+            plan.classes[1].wait,
+            Wait::Pacing {
+                seconds: Duration::from_secs(2)
+            }
+        );
         assert_eq!(plan.mode, LoadMode::Open);
         assert_eq!(plan.max_in_flight, 7);
         assert_eq!(plan.class_index("B"), Some(1));

@@ -353,7 +353,7 @@ fn decode_spawn(data: Value) -> Result<Spawn, WireError> {
     let worker_count = take_count("worker_count").map(|n| n.min(MAX_WORKERS));
     let config = config_value.map(|v| {
         // Through JSON: rmpv's deserializer cannot read enums written as strings.
-        serde_json::from_value::<TestConfig>(to_json(&v))
+        TestConfig::from_json(to_json(&v))
             .map_err(|e| format!("the master's tokenswarm_config does not match this worker's schema: {e}"))
     });
     let spawn_rate = options.and_then(|o| get(o, "spawn_rate")).and_then(number);

@@ -547,8 +547,12 @@ impl<E: RunEngine> Worker<E> {
             .values()
             .fold(0u32, |a, b| a.saturating_add(*b));
         info!(users, targets = ?spawn.user_classes_count, "spawn step");
-        let stop_timeout_s = spawn.stop_timeout.filter(|s| s.is_finite()).unwrap_or(0.0);
-        self.stop_timeout = Duration::from_secs_f64(stop_timeout_s.clamp(0.0, 86_400.0));
+        let stop_timeout_s = spawn
+            .stop_timeout
+            .filter(|s| s.is_finite())
+            .unwrap_or(0.0)
+            .min(86_400.0);
+        self.stop_timeout = crate::units::seconds_saturating(stop_timeout_s);
         if self.engine.is_none() {
             let config = match spawn.config {
                 Some(Ok(c)) => c,

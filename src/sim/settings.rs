@@ -133,7 +133,8 @@ pub struct SimConfig {
     #[arg(long, default_value = "0", value_parser = rate)]
     pub fault_empty: f64,
     /// Length of a stall fault, seconds (at most 86400).
-    #[arg(long = "stall-s", value_name = "SECONDS", default_value = "30", value_parser = stall_seconds)]
+    #[arg(long = "stall-s", value_name = "SECONDS", default_value = "30", value_parser = stall_seconds,
+          allow_negative_numbers = true)]
     pub stall: Duration,
     /// Retry-After seconds sent with 429 faults.
     #[arg(long, default_value_t = 1)]
@@ -236,10 +237,11 @@ fn slowdown(s: &str) -> Result<f64, String> {
 }
 
 /// Seconds as a `Duration`, bounded before the conversion (which panics on
-/// values such as 1e30).
+/// values such as 1e30) by the one helper in `crate::units`.
 fn seconds(s: &str, max: Duration) -> Result<Duration, String> {
     let v = bounded_f64(s, 0.0, max.as_secs_f64(), "a number of seconds")?;
-    Duration::try_from_secs_f64(v).map_err(|e| format!("{s:?}: {e}"))
+    crate::units::seconds_within(v, max.as_secs_f64())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds between 0 and {}", max.as_secs()))
 }
 
 fn stall_seconds(s: &str) -> Result<Duration, String> {

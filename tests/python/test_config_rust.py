@@ -1,7 +1,7 @@
 """Cross-checks the master's config against the workers' own parser: the
 documents `tokenswarm_master.config` builds (what goes to workers in
 `spawn.parsed_options.tokenswarm_config`, minus `cluster_users`) must pass
-`tokenswarm check` (src/scenario.rs, deny_unknown_fields). Uses
+`tokenswarm check` (src/scenario/, deny_unknown_fields). Uses
 $TOKENSWARM_BIN (scripts/test sets it) or the release build in target/."""
 
 import json

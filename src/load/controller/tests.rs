@@ -121,8 +121,8 @@ fn open(phases: &[(f64, f64, f64)], arrival: Arrival) -> LoadPlan {
             .iter()
             .map(|&(rate, duration_s, ramp_s)| Phase {
                 rate,
-                duration_s,
-                ramp_s,
+                duration: crate::units::seconds_saturating(duration_s),
+                ramp: crate::units::seconds_saturating(ramp_s),
             })
             .collect(),
         arrival,
@@ -292,13 +292,23 @@ async fn wait_none_runs_back_to_back() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_constant_pauses_after_each_request() {
-    let starts = starts_with_wait(Wait::Constant { seconds: 1.0 }, 100 * MS, 3500 * MS).await;
+    let starts = starts_with_wait(
+        Wait::Constant {
+            seconds: Duration::from_secs(1),
+        },
+        100 * MS,
+        3500 * MS,
+    )
+    .await;
     assert_eq!(starts, [0, 1100, 2200, 3300]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn wait_between_draws_uniform_pauses() {
-    let wait = Wait::Between { min_s: 1.0, max_s: 2.0 };
+    let wait = Wait::Between {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(2),
+    };
     let starts = starts_with_wait(wait, Duration::ZERO, Duration::from_secs(300)).await;
     let gaps: Vec<u128> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().all(|&g| (1000..=2001).contains(&g)), "{gaps:?}");
@@ -309,7 +319,9 @@ async fn wait_between_draws_uniform_pauses() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_pacing_starts_a_request_every_period() {
-    let pacing = Wait::Pacing { seconds: 1.0 };
+    let pacing = Wait::Pacing {
+        seconds: Duration::from_secs(1),
+    };
     assert_eq!(
         starts_with_wait(pacing, 300 * MS, 3500 * MS).await,
         [0, 1000, 2000, 3000]

@@ -5,15 +5,25 @@
 //! master's locustfile defines one Locust user class per scenario and sends
 //! the parsed document to every worker inside `spawn.parsed_options`
 //! (key `tokenswarm_config`), so a worker needs nothing but the master's
-//! address. This module owns the typed shape of that document and its
-//! validation; it knows nothing of msgpack, YAML files on disk or HTTP.
+//! address. This module owns the typed shape of that document, its limits,
+//! defaults and validation; it knows nothing of msgpack, YAML files on disk
+//! or HTTP. [`schema`] turns the limits and defaults into the JSON Schema
+//! that the master validates with (see there for why).
 //!
-//! Units are in the field names: token counts are integers, times are
-//! `_s` (seconds, float) or `_ms` (milliseconds, float).
+//! Typed at the edge: durations are `Duration`s from the moment a document
+//! is read (bounded by [`crate::units::MAX_SECONDS`]); token counts, rates
+//! and user counts are bounded by the limits in [`schema`]. In the document,
+//! units are in the field names: token counts are integers, times are `_s`
+//! (seconds, float) or `_ms` (milliseconds, float).
+
+pub mod schema;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::units::serde_seconds;
 
 /// The whole test definition, as in `scenarios.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -70,11 +80,22 @@ pub enum Wait {
     #[default]
     None,
     /// A fixed pause after each request.
-    Constant { seconds: f64 },
+    Constant {
+        #[serde(with = "serde_seconds")]
+        seconds: Duration,
+    },
     /// A uniform random pause in `[min_s, max_s]`.
-    Between { min_s: f64, max_s: f64 },
+    Between {
+        #[serde(rename = "min_s", with = "serde_seconds")]
+        min: Duration,
+        #[serde(rename = "max_s", with = "serde_seconds")]
+        max: Duration,
+    },
     /// Start a request every `seconds` at most (Locust's constant_pacing).
-    Pacing { seconds: f64 },
+    Pacing {
+        #[serde(with = "serde_seconds")]
+        seconds: Duration,
+    },
 }
 
 /// One load type: a Locust user class on the master.
@@ -125,6 +146,10 @@ pub enum LoadMode {
     Open,
 }
 
+impl LoadMode {
+    pub const ALL: [&'static str; 2] = ["closed", "open"];
+}
+
 /// Inter-arrival time distribution in open-loop mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -135,15 +160,20 @@ pub enum Arrival {
     Gamma,
 }
 
+impl Arrival {
+    pub const ALL: [&'static str; 3] = ["constant", "poisson", "gamma"];
+}
+
 /// One open-loop phase: `rate` req/s (cluster total), reached by a linear
 /// ramp of `ramp_s` seconds from the previous phase's rate, then held.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
     pub rate: f64,
-    pub duration_s: f64,
-    #[serde(default)]
-    pub ramp_s: f64,
+    #[serde(rename = "duration_s", with = "serde_seconds")]
+    pub duration: Duration,
+    #[serde(rename = "ramp_s", default, with = "serde_seconds")]
+    pub ramp: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,41 +275,43 @@ impl Default for Safety {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    #[serde(default = "default_connect_s")]
-    pub connect_s: f64,
-    #[serde(default = "default_first_token_s")]
-    pub first_token_s: f64,
-    #[serde(default = "default_total_s")]
-    pub total_s: f64,
+    #[serde(rename = "connect_s", default = "default_connect", with = "serde_seconds")]
+    pub connect: Duration,
+    #[serde(rename = "first_token_s", default = "default_first_token", with = "serde_seconds")]
+    pub first_token: Duration,
+    #[serde(rename = "total_s", default = "default_total", with = "serde_seconds")]
+    pub total: Duration,
 }
 
-fn default_connect_s() -> f64 {
-    10.0
+fn default_connect() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_first_token_s() -> f64 {
-    120.0
+fn default_first_token() -> Duration {
+    Duration::from_secs(120)
 }
-fn default_total_s() -> f64 {
-    600.0
+fn default_total() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            connect_s: default_connect_s(),
-            first_token_s: default_first_token_s(),
-            total_s: default_total_s(),
+            connect: default_connect(),
+            first_token: default_first_token(),
+            total: default_total(),
         }
     }
 }
 
 /// A configuration error that names where it is and what would be valid.
-/// A document that does not parse (unknown field, wrong type) has no single
-/// value to name: `field` and `value` are empty then and `expected` holds the
-/// parser's own words, which name the field path and what it expected.
+/// `value` is the offending value as [`schema::render`] writes it, empty
+/// when the field is missing. A document that does not parse (YAML syntax)
+/// has no single value to name: `field` is empty then and `expected` holds
+/// the parser's own words. The master's `config.ConfigError` prints the
+/// same text for the same document (tests/fixtures/schema_corpus).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct ConfigError {
-    /// e.g. `scenario "ChatShort"` or `load`.
+    /// e.g. `scenario "ChatShort"`, `load` or `load.phases[1]`.
     pub location: String,
     pub field: String,
     pub value: String,
@@ -290,6 +322,12 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.location, self.expected)
+        } else if self.value.is_empty() {
+            write!(
+                f,
+                "{}: field `{}` is missing; {}",
+                self.location, self.field, self.expected
+            )
         } else {
             write!(
                 f,
@@ -300,27 +338,89 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-fn err(location: impl Into<String>, field: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+fn err(location: impl Into<String>, field: &str, value: String, expected: String) -> ConfigError {
     ConfigError {
         location: location.into(),
         field: field.into(),
-        value: value.to_string(),
-        expected: expected.into(),
+        value,
+        expected,
     }
 }
 
-/// The longest wait or phase accepted: about 11.6 days. Longer values are
-/// typos, and would overflow the monotonic clock's arithmetic.
-const MAX_SECONDS: f64 = 1_000_000.0;
-
-fn positive_finite(x: f64) -> bool {
-    x.is_finite() && x > 0.0
+/// The rules that relate two fields, on a document that passed the schema
+/// (so every type is right). Mirrored by `_cross_field_rules` in
+/// `locustfiles/tokenswarm_master/config.py`, in the same order.
+fn cross_field_rules(doc: &serde_yaml::Value) -> Result<(), ConfigError> {
+    use schema::render;
+    use serde_yaml::Value;
+    let null = Value::Null;
+    let get = |v: &'_ Value, k: &str| -> Value { v.get(k).cloned().unwrap_or(Value::Null) };
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut seen = std::collections::HashSet::new();
+    for s in doc.get("scenarios").and_then(Value::as_sequence).into_iter().flatten() {
+        let name = get(s, "name");
+        let at = format!("scenario {}", render(&name));
+        if !seen.insert(name.as_str().unwrap_or_default().to_string()) {
+            return Err(err(&at, "name", render(&name), "scenario names must be unique".into()));
+        }
+        let prompt = get(s, "prompt_length");
+        let prefix = s.get("prefix_length").unwrap_or(&null);
+        if !prefix.is_null() && num(prefix) >= num(&prompt) {
+            return Err(err(
+                &at,
+                "prefix_length",
+                render(prefix),
+                format!(
+                    "must be less than prompt_length ({}) so each request has a unique part",
+                    render(&prompt)
+                ),
+            ));
+        }
+        let wait = get(s, "wait");
+        if wait.get("kind").and_then(Value::as_str) == Some("between") {
+            let (min, max) = (get(&wait, "min_s"), get(&wait, "max_s"));
+            if num(&min) > num(&max) {
+                return Err(err(
+                    &at,
+                    "wait",
+                    format!("min_s={}, max_s={}", render(&min), render(&max)),
+                    "need min_s <= max_s".into(),
+                ));
+            }
+        }
+    }
+    let load = get(doc, "load");
+    let phases = load
+        .get("phases")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    if load.get("mode").and_then(Value::as_str) == Some("open") && phases.is_empty() {
+        return Err(err(
+            "load",
+            "phases",
+            "[]".into(),
+            "open-loop mode needs at least one phase {rate, duration_s}".into(),
+        ));
+    }
+    for (i, p) in phases.iter().enumerate() {
+        let (ramp, duration) = (get(p, "ramp_s"), get(p, "duration_s"));
+        if !ramp.is_null() && num(&ramp) > num(&duration) {
+            return Err(err(
+                format!("load.phases[{i}]"),
+                "ramp_s",
+                render(&ramp),
+                format!("use 0 <= ramp_s <= duration_s ({})", render(&duration)),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl TestConfig {
     /// Parses a YAML document and validates it.
     pub fn from_yaml(text: &str) -> Result<TestConfig, ConfigError> {
-        let cfg: TestConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError {
             location: match e.location() {
                 Some(l) => format!("scenarios file, line {} column {}", l.line(), l.column()),
                 None => "scenarios file".into(),
@@ -330,191 +430,46 @@ impl TestConfig {
             // serde_yaml appends the position, which the location holds.
             expected: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
         })?;
-        cfg.validate()?;
-        Ok(cfg)
+        TestConfig::from_value(doc)
     }
 
-    /// Checks every field that serde's types cannot: ranges, relations,
-    /// uniqueness. The first problem found is returned.
+    /// Validates a document as the master sent it (JSON-like data).
+    pub fn from_json(doc: serde_json::Value) -> Result<TestConfig, ConfigError> {
+        let doc = serde_yaml::to_value(doc).map_err(|e| ConfigError {
+            location: "config".into(),
+            field: String::new(),
+            value: String::new(),
+            expected: format!("cannot be read: {e}"),
+        })?;
+        TestConfig::from_value(doc)
+    }
+
+    /// Checks a parsed document against the schema and the cross-field
+    /// rules, then converts it to the typed config.
+    pub fn from_value(doc: serde_yaml::Value) -> Result<TestConfig, ConfigError> {
+        schema::check(&doc)?;
+        cross_field_rules(&doc)?;
+        // The schema admitted it, so this fails only if the schema and the
+        // types disagree (the corpus test guards that).
+        serde_yaml::from_value(doc).map_err(|e| ConfigError {
+            location: "config".into(),
+            field: String::new(),
+            value: String::new(),
+            expected: format!("does not match this worker's types: {e}"),
+        })
+    }
+
+    /// Checks a typed config (e.g. built in code) by the same rules as a
+    /// document: the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.v != 1 {
-            return Err(err("config", "v", self.v, "only schema version 1 exists"));
-        }
-        if self.scenarios.is_empty() {
-            return Err(err("config", "scenarios", "[]", "define at least one scenario"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for s in &self.scenarios {
-            let at = format!("scenario {:?}", s.name);
-            let starts_ok = s.name.chars().next().is_some_and(|c| !c.is_ascii_digit());
-            if !starts_ok || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(err(
-                    &at,
-                    "name",
-                    format!("{:?}", s.name),
-                    "use letters, digits and _, not starting with a digit (it becomes a Python class name)",
-                ));
-            }
-            if !seen.insert(s.name.as_str()) {
-                return Err(err(
-                    &at,
-                    "name",
-                    format!("{:?}", s.name),
-                    "scenario names must be unique",
-                ));
-            }
-            if s.weight == 0 {
-                return Err(err(&at, "weight", 0, "use a positive integer"));
-            }
-            if s.model.is_empty() {
-                return Err(err(&at, "model", "\"\"", "name the model the server serves"));
-            }
-            if s.prompt_length == 0 {
-                return Err(err(&at, "prompt_length", 0, "use a positive token count"));
-            }
-            if s.prefix_length >= s.prompt_length {
-                return Err(err(
-                    &at,
-                    "prefix_length",
-                    s.prefix_length,
-                    &format!(
-                        "must be less than prompt_length ({}) so each request has a unique part",
-                        s.prompt_length
-                    ),
-                ));
-            }
-            if s.output_length == 0 {
-                return Err(err(&at, "output_length", 0, "use a positive token count"));
-            }
-            if let Some(endpoint) = &s.endpoint
-                && !(endpoint.starts_with('/') || endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-            {
-                return Err(err(
-                    &at,
-                    "endpoint",
-                    format!("{endpoint:?}"),
-                    "use a path starting with / or a full http(s) URL",
-                ));
-            }
-            if let Some(var) = &s.api_key_env
-                && (var.is_empty() || var.contains('='))
-            {
-                return Err(err(
-                    &at,
-                    "api_key_env",
-                    format!("{var:?}"),
-                    "name an environment variable, e.g. OPENAI_API_KEY",
-                ));
-            }
-            if let Some(t) = s.temperature
-                && !(0.0..=2.0).contains(&t)
-            {
-                return Err(err(&at, "temperature", t, "use a value between 0 and 2"));
-            }
-            match s.wait {
-                Wait::None => {}
-                Wait::Constant { seconds } | Wait::Pacing { seconds } => {
-                    if !(seconds.is_finite() && (0.0..=MAX_SECONDS).contains(&seconds)) {
-                        return Err(err(
-                            &at,
-                            "wait.seconds",
-                            seconds,
-                            "use a number of seconds between 0 and 1000000",
-                        ));
-                    }
-                }
-                Wait::Between { min_s, max_s } => {
-                    if !(min_s.is_finite()
-                        && max_s.is_finite()
-                        && 0.0 <= min_s
-                        && min_s <= max_s
-                        && max_s <= MAX_SECONDS)
-                    {
-                        return Err(err(
-                            &at,
-                            "wait",
-                            format!("min_s={min_s}, max_s={max_s}"),
-                            "need 0 <= min_s <= max_s <= 1000000",
-                        ));
-                    }
-                }
-            }
-        }
-        let load = &self.load;
-        if load.mode == LoadMode::Open && load.phases.is_empty() {
-            return Err(err(
-                "load",
-                "phases",
-                "[]",
-                "open-loop mode needs at least one phase {rate, duration_s}",
-            ));
-        }
-        for (i, p) in load.phases.iter().enumerate() {
-            let at = format!("load.phases[{i}]");
-            if !(p.rate.is_finite() && p.rate >= 0.0) {
-                return Err(err(&at, "rate", p.rate, "use a non-negative requests/second figure"));
-            }
-            if !(positive_finite(p.duration_s) && p.duration_s <= MAX_SECONDS) {
-                return Err(err(
-                    &at,
-                    "duration_s",
-                    p.duration_s,
-                    "use a positive number of seconds, at most 1000000",
-                ));
-            }
-            if !(p.ramp_s.is_finite() && p.ramp_s >= 0.0 && p.ramp_s <= p.duration_s) {
-                return Err(err(&at, "ramp_s", p.ramp_s, "use 0 <= ramp_s <= duration_s"));
-            }
-        }
-        if !positive_finite(load.burstiness) {
-            return Err(err(
-                "load",
-                "burstiness",
-                load.burstiness,
-                "use a positive gamma shape (1 = Poisson)",
-            ));
-        }
-        if load.max_in_flight == 0 {
-            return Err(err("load", "max_in_flight", 0, "use a positive integer"));
-        }
-        for (field, v) in [
-            ("ttft_ms", self.slo.ttft_ms),
-            ("tpot_ms", self.slo.tpot_ms),
-            ("e2e_ms", self.slo.e2e_ms),
-        ] {
-            if let Some(v) = v
-                && !positive_finite(v)
-            {
-                return Err(err(
-                    "slo",
-                    field,
-                    v,
-                    "use a positive number of milliseconds, or leave it out",
-                ));
-            }
-        }
-        let sf = &self.safety;
-        if !(sf.error_limit.is_finite() && (0.0..=1.0).contains(&sf.error_limit)) {
-            return Err(err(
-                "safety",
-                "error_limit",
-                sf.error_limit,
-                "use a fraction between 0 and 1 (0 disables)",
-            ));
-        }
-        if sf.error_window == 0 {
-            return Err(err("safety", "error_window", 0, "use a positive number of requests"));
-        }
-        for (field, v) in [
-            ("connect_s", self.timeouts.connect_s),
-            ("first_token_s", self.timeouts.first_token_s),
-            ("total_s", self.timeouts.total_s),
-        ] {
-            if !positive_finite(v) {
-                return Err(err("timeouts", field, v, "use a positive number of seconds"));
-            }
-        }
-        Ok(())
+        let doc = serde_yaml::to_value(self).map_err(|e| ConfigError {
+            location: "config".into(),
+            field: String::new(),
+            value: String::new(),
+            expected: format!("cannot be written: {e}"),
+        })?;
+        schema::check(&doc)?;
+        cross_field_rules(&doc)
     }
 
     pub fn scenario(&self, name: &str) -> Option<&Scenario> {
@@ -556,10 +511,16 @@ slo: {ttft_ms: 500}
         let c = TestConfig::from_yaml(GOOD).unwrap();
         assert_eq!(c.scenarios.len(), 2);
         assert_eq!(c.scenarios[1].weight, 2);
-        assert_eq!(c.scenarios[0].wait, Wait::Between { min_s: 0.5, max_s: 1.0 });
-        assert_eq!(c.load.phases[1].ramp_s, 5.0);
+        assert_eq!(
+            c.scenarios[0].wait,
+            Wait::Between {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(c.load.phases[1].ramp, Duration::from_secs(5));
         assert_eq!(c.safety.error_window, 30);
-        assert_eq!(c.timeouts.connect_s, 10.0);
+        assert_eq!(c.timeouts.connect, Duration::from_secs(10));
     }
 
     #[test]
@@ -587,5 +548,29 @@ slo: {ttft_ms: 500}
         );
         let e = TestConfig::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("phases"), "{e}");
+    }
+
+    /// Issue 13: a master (or anyone on the master link) sending
+    /// `prompt_length: 1e12` gets a clear error, not an allocation abort.
+    #[test]
+    fn wire_documents_are_bounded_like_files() {
+        let doc = serde_json::json!({"scenarios": [{"name": "A", "provider": "openai-chat", "model": "m",
+            "prompt_length": 1_000_000_000_000u64, "output_length": 5}]});
+        let e = TestConfig::from_json(doc).unwrap_err().to_string();
+        assert!(e.contains("prompt_length") && e.contains("10000000"), "{e}");
+    }
+
+    /// The serde helpers bound durations even without the schema walk.
+    #[test]
+    fn durations_are_bounded_at_deserialization() {
+        let phase = serde_json::json!({"rate": 1.0, "duration_s": 1e30});
+        let e = serde_json::from_value::<Phase>(phase).unwrap_err().to_string();
+        assert!(e.contains("1000000"), "{e}");
+        let mut c = TestConfig::from_yaml(GOOD).unwrap();
+        c.scenarios[0].wait = Wait::Constant {
+            seconds: Duration::from_secs(2_000_000),
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("wait.seconds") && e.contains("2000000"), "{e}");
     }
 }
