@@ -26,3 +26,4 @@ pub mod outcome;
 pub mod scenario;
 pub mod shutdown;
 pub mod sim;
+pub mod standalone;

@@ -20,6 +20,10 @@
 pub mod llm;
 pub mod report;
 pub mod request;
+pub mod export;
+pub mod sink;
+
+pub use sink::{OutcomeSink, RequestRecord};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
