@@ -27,6 +27,19 @@ enum Command {
     Worker(WorkerArgs),
     /// Run the built-in OpenAI/Anthropic-compatible LLM server simulator.
     Sim(Box<tokenswarm::sim::SimArgs>),
+    /// Run a tokenflood run suite against an endpoint spec, without a
+    /// master; writes results/<UTC timestamp>_<suite name>/.
+    Run(RunArgs),
+    /// Write a starter run_suite.yml and endpoint_spec.yml that run
+    /// against `tokenswarm sim --port 8000`.
+    Init {
+        /// Directory to write them in.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate a scenarios file and print what it defines.
     Check {
         /// Path to the scenarios YAML file.
@@ -67,6 +80,33 @@ struct WorkerArgs {
         value_delimiter = ','
     )]
     allow_key_envs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// tokenflood run suite (YAML).
+    run_suite: std::path::PathBuf,
+    /// tokenflood endpoint spec (YAML).
+    endpoint: std::path::PathBuf,
+    /// Start without asking for confirmation (required without a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Folder that receives the run folder.
+    #[arg(long, default_value = "results")]
+    results: std::path::PathBuf,
+    /// Exit 1 when the whole run's value is above the limit (repeatable):
+    /// error_rate=FRACTION or {latency,ttft,tpot,itl}_{mean,pNN}_ms=MS.
+    #[arg(long = "fail-on", value_name = "METRIC=LIMIT")]
+    fail_on: Vec<tokenswarm::standalone::Threshold>,
+    /// Goodput SLO: time to first token, ms.
+    #[arg(long)]
+    slo_ttft_ms: Option<f64>,
+    /// Goodput SLO: time per output token, ms.
+    #[arg(long)]
+    slo_tpot_ms: Option<f64>,
+    /// Goodput SLO: end to end, ms.
+    #[arg(long)]
+    slo_e2e_ms: Option<f64>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -110,6 +150,44 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             }
+            Command::Run(a) => {
+                let opts = tokenswarm::standalone::RunOptions {
+                    run_suite: a.run_suite,
+                    endpoint: a.endpoint,
+                    yes: a.yes,
+                    results: a.results,
+                    fail_on: a.fail_on,
+                    slo: tokenswarm::scenario::Slo {
+                        ttft_ms: a.slo_ttft_ms,
+                        tpot_ms: a.slo_tpot_ms,
+                        e2e_ms: a.slo_e2e_ms,
+                    },
+                };
+                tokenswarm::standalone::run(opts, tokenswarm::shutdown::signal())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
+            Command::Init { dir, force } => {
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                for (name, text) in [
+                    ("run_suite.yml", tokenswarm::standalone::INIT_RUN_SUITE),
+                    ("endpoint_spec.yml", tokenswarm::standalone::INIT_ENDPOINT),
+                ] {
+                    let path = dir.join(name);
+                    if path.exists() && !force {
+                        anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+                    }
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                println!(
+                    "next: tokenswarm sim --port 8000 &  then  tokenswarm run {} {}",
+                    dir.join("run_suite.yml").display(),
+                    dir.join("endpoint_spec.yml").display()
+                );
+                Ok(())
+            }
             Command::Sim(args) => tokenswarm::sim::run(*args).await.map_err(anyhow::Error::from),
             Command::Check { file } => {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -130,8 +208,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = match e.downcast_ref::<WorkerError>() {
-                Some(WorkerError::MasterLost { .. }) => 3,
+            let code = match (
+                e.downcast_ref::<WorkerError>(),
+                e.downcast_ref::<tokenswarm::standalone::RunError>(),
+            ) {
+                (Some(WorkerError::MasterLost { .. }), _) => 3,
+                (_, Some(r)) => r.exit_code(),
                 _ => 2,
             };
             ExitCode::from(code)

@@ -2,3 +2,14 @@
 //! ENDPOINT` (tokenflood's formats, [`spec`]) and `tokenswarm init`.
 pub mod aggregate;
 pub mod spec;
+pub mod network;
+pub mod plot;
+pub mod results;
+pub mod run;
+
+pub use run::{RunError, RunOptions, Threshold, run};
+
+/// The starter pair `tokenswarm init` writes: the seed's `ripple` suite
+/// and an endpoint spec pointing at `tokenswarm sim --port 8000`.
+pub const INIT_RUN_SUITE: &str = include_str!("../../examples/tokenflood/run_suite.yml");
+pub const INIT_ENDPOINT: &str = include_str!("../../examples/tokenflood/endpoint_spec.yml");
