@@ -270,7 +270,10 @@ mod tests {
         assert!(lines.iter().all(|l| l.split(',').count() == COLUMNS.len()), "{text}");
         assert!(lines[2].starts_with("0000000000000002,1,a,") && lines[2].ends_with(",failed,http_429"));
         let e = std::fs::read_to_string(&errs).unwrap();
-        assert!(e.lines().nth(1).unwrap().contains("\"http_429: HTTP 429, slow down\""), "{e}");
+        assert!(
+            e.lines().nth(1).unwrap().contains("\"http_429: HTTP 429, slow down\""),
+            "{e}"
+        );
         let j: Vec<serde_json::Value> = std::fs::read_to_string(&jl)
             .unwrap()
             .lines()

@@ -17,10 +17,10 @@
 //! plus one row per kind group per scenario, however hostile the target,
 //! and every failure is still counted exactly once.
 
+pub mod export;
 pub mod llm;
 pub mod report;
 pub mod request;
-pub mod export;
 pub mod sink;
 
 pub use sink::{OutcomeSink, RequestRecord};

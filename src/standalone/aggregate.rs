@@ -217,17 +217,17 @@ impl RunAggregate {
             phases.push((table(&parts, length_s), load_types));
         }
         let total = table(&all, length_s * reports.len().saturating_sub(1) as f64);
-        Tables {
-            warmup,
-            phases,
-            total,
-        }
+        Tables { warmup, phases, total }
     }
 }
 
 impl OutcomeSink for RunAggregate {
     fn record(&self, r: &RequestRecord<'_>) -> RecordNote {
-        let phase = if r.warmup { None } else { self.clock.phase_at(r.scheduled) };
+        let phase = if r.warmup {
+            None
+        } else {
+            self.clock.phase_at(r.scheduled)
+        };
         let row = phase.map_or(0, |p| p + 1);
         let o = r.outcome;
         let mut st = self.lock();
@@ -443,7 +443,10 @@ mod tests {
         assert!(note.divergence_warning.is_some(), "20 vs 10 output tokens");
         let t = agg.finish(&[50.0, 100.0]);
         assert_eq!(t.warmup.requests, 1);
-        assert_eq!((t.phases[0].0.requests, t.phases[1].0.requests, t.total.requests), (2, 1, 3));
+        assert_eq!(
+            (t.phases[0].0.requests, t.phases[1].0.requests, t.total.requests),
+            (2, 1, 3)
+        );
         assert_eq!(t.phases[0].1["b"].requests, 1);
         assert_eq!(t.phases[0].0.ttft_ms.at(100.0), Some(20.0));
         assert_eq!(t.total.ttft_ms.at(50.0), Some(20.0));

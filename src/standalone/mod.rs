@@ -1,11 +1,11 @@
 //! Standalone runs without a Locust master: `tokenswarm run RUN_SUITE
 //! ENDPOINT` (tokenflood's formats, [`spec`]) and `tokenswarm init`.
 pub mod aggregate;
-pub mod spec;
 pub mod network;
 pub mod plot;
 pub mod results;
 pub mod run;
+pub mod spec;
 
 pub use run::{RunError, RunOptions, Threshold, run};
 

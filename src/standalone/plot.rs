@@ -71,7 +71,11 @@ fn nice_ceiling(v: f64) -> f64 {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|&c| c >= v).unwrap_or(10.0 * p)
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&c| c >= v)
+        .unwrap_or(10.0 * p)
 }
 
 fn esc(s: &str) -> String {
@@ -87,21 +91,51 @@ pub fn svg(title: &str, rates: &[f64], series: &[Series]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#, W / 2, esc(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        W / 2,
+        esc(title)
+    );
     let (x0, x1, y0, y1) = (LEFT, f64::from(W) - RIGHT, TOP, f64::from(H) - BOTTOM);
     for k in 0..=5 {
         let v = f.y_max * f64::from(k) / 5.0;
         let y = f.y(v);
-        let _ = writeln!(s, r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#ddd"/>"##);
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, x0 - 6.0, y + 4.0, trim(v));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            x0 - 6.0,
+            y + 4.0,
+            trim(v)
+        );
     }
     let _ = writeln!(s, r#"<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="black"/>"#);
     let _ = writeln!(s, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>"#);
     for (i, r) in rates.iter().enumerate() {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, f.x(i), y1 + 18.0, trim(*r));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            f.x(i),
+            y1 + 18.0,
+            trim(*r)
+        );
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">requests per second (phase)</text>"#, (x0 + x1) / 2.0, y1 + 38.0);
-    let _ = writeln!(s, r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">latency (ms)</text>"#, (y0 + y1) / 2.0, (y0 + y1) / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">requests per second (phase)</text>"#,
+        (x0 + x1) / 2.0,
+        y1 + 38.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">latency (ms)</text>"#,
+        (y0 + y1) / 2.0,
+        (y0 + y1) / 2.0
+    );
     for (k, se) in series.iter().enumerate() {
         let [r, g, b] = se.color;
         let pts: Vec<String> = se
@@ -110,13 +144,22 @@ pub fn svg(title: &str, rates: &[f64], series: &[Series]) -> String {
             .enumerate()
             .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", f.x(i), f.y(v))))
             .collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="rgb({r},{g},{b})" stroke-width="2" points="{}"/>"#, pts.join(" "));
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="rgb({r},{g},{b})" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
         for p in &pts {
             let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="rgb({r},{g},{b})"/>"#);
         }
         let ly = TOP + 16.0 * k as f64 + 10.0;
-        let _ = writeln!(s, r#"<rect x="{}" y="{:.1}" width="12" height="12" fill="rgb({r},{g},{b})"/>"#, x1 + 14.0, ly - 10.0);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{}" y="{:.1}" width="12" height="12" fill="rgb({r},{g},{b})"/>"#,
+            x1 + 14.0,
+            ly - 10.0
+        );
         let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}">{}</text>"#, x1 + 32.0, esc(&se.name));
     }
     s.push_str("</svg>\n");
@@ -208,7 +251,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -69,7 +69,10 @@ pub fn create_dir(root: &Path, name: &str, unix_s: u64) -> std::io::Result<PathB
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::other(format!("{} exists 100 times", root.join(base).display())))
+    Err(std::io::Error::other(format!(
+        "{} exists 100 times",
+        root.join(base).display()
+    )))
 }
 
 /// Network latency of a set of samples, ms.

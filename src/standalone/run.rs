@@ -171,7 +171,8 @@ async fn confirm(question: String) -> bool {
         eprint!("{question} [y/N] ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+        std::io::stdin().read_line(&mut line).is_ok()
+            && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
     })
     .await
     .unwrap_or(false)
@@ -185,9 +186,10 @@ fn phase_name(p: Option<usize>) -> String {
 /// (results are still written).
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<PathBuf, RunError> {
     let (suite_text, endpoint_text) = (read(&opts.run_suite)?, read(&opts.endpoint)?);
-    let suite = RunSuite::from_yaml(&suite_text).map_err(|e| RunError::Config(format!("{}: {e}", opts.run_suite.display())))?;
-    let endpoint =
-        EndpointSpec::from_yaml(&endpoint_text).map_err(|e| RunError::Config(format!("{}: {e}", opts.endpoint.display())))?;
+    let suite =
+        RunSuite::from_yaml(&suite_text).map_err(|e| RunError::Config(format!("{}: {e}", opts.run_suite.display())))?;
+    let endpoint = EndpointSpec::from_yaml(&endpoint_text)
+        .map_err(|e| RunError::Config(format!("{}: {e}", opts.endpoint.display())))?;
     let mut plan = spec::plan(suite, endpoint).map_err(|e| RunError::Config(e.to_string()))?;
     plan.config.slo = opts.slo;
     let suite = &plan.suite;
@@ -245,9 +247,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     std::fs::write(dir.join("endpoint_spec.yml"), &endpoint_text).map_err(|e| io("endpoint_spec.yml", e))?;
 
     let phases = suite.requests_per_second_rates.len();
-    let clock = Arc::new(PhaseClock::new(Duration::from_secs_f64(suite.test_length_in_seconds), phases));
+    let clock = Arc::new(PhaseClock::new(
+        Duration::from_secs_f64(suite.test_length_in_seconds),
+        phases,
+    ));
     let names: Vec<String> = plan.config.scenarios.iter().map(|s| s.name.clone()).collect();
-    let aggregate = Arc::new(RunAggregate::new(&plan.config.scenarios, plan.config.slo, clock.clone()));
+    let aggregate = Arc::new(RunAggregate::new(
+        &plan.config.scenarios,
+        plan.config.slo,
+        clock.clone(),
+    ));
     let label_clock = clock.clone();
     let log = Arc::new(
         RequestLog::create(
@@ -256,7 +265,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             Some(&dir.join("errors.csv")),
             names.clone(),
             Box::new(move |r: &RequestRecord<'_>| {
-                phase_name(if r.warmup { None } else { label_clock.phase_at(r.scheduled) })
+                phase_name(if r.warmup {
+                    None
+                } else {
+                    label_clock.phase_at(r.scheduled)
+                })
             }),
         )
         .map_err(|e| io("llm_requests.csv", e))?,
@@ -269,8 +282,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         stop_timeout: Duration::from_secs(30),
         allow: crate::llm::AllowList::any(),
     };
-    let mut engine =
-        Engine::start_with_sinks(plan.config.clone(), ctx, events_tx, sinks).map_err(|e| RunError::Config(e.to_string()))?;
+    let mut engine = Engine::start_with_sinks(plan.config.clone(), ctx, events_tx, sinks)
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let targets: BTreeMap<String, u32> = names.iter().map(|n| (n.clone(), 1)).collect();
     engine.apply(&targets, names.len() as u32);
 
@@ -278,7 +291,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let parsed = reqwest::Url::parse(&url).map_err(|e| RunError::Config(format!("endpoint URL {url:?}: {e}")))?;
     let probe_cancel = CancellationToken::new();
     let probe = tokio::spawn(super::network::probe(
-        parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string(),
+        parsed
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string(),
         parsed.port_or_known_default().unwrap_or(443),
         Duration::from_secs(1),
         probe_cancel.clone(),
@@ -414,7 +431,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     }
     let diverging = aggregate.diverging();
     if diverging > super::aggregate::DIVERGENCE_WARNINGS {
-        warnings.push(format!("{diverging} requests diverged by more than 10 % from the target tokens"));
+        warnings.push(format!(
+            "{diverging} requests diverged by more than 10 % from the target tokens"
+        ));
     }
 
     let fail_on: Vec<FailOnResult> = opts

@@ -196,7 +196,9 @@ impl RunSuite {
         for (i, lt) in self.load_types.iter().enumerate() {
             let at = format!("load_types[{i}]");
             if lt.prompt_length == 0 {
-                return Err(run_err(format!("{at}: field `prompt_length` has value 0; use at least 1 token")));
+                return Err(run_err(format!(
+                    "{at}: field `prompt_length` has value 0; use at least 1 token"
+                )));
             }
             if lt.prefix_length > lt.prompt_length {
                 return Err(run_err(format!(
@@ -205,7 +207,9 @@ impl RunSuite {
                 )));
             }
             if lt.output_length == 0 {
-                return Err(run_err(format!("{at}: field `output_length` has value 0; use at least 1 token")));
+                return Err(run_err(format!(
+                    "{at}: field `output_length` has value 0; use at least 1 token"
+                )));
             }
             if !(lt.weight.is_finite() && lt.weight > 0.0 && lt.weight <= 1_000_000.0) {
                 return Err(run_err(format!(
@@ -312,7 +316,8 @@ impl EndpointSpec {
             }
             if self.base().is_none() {
                 return Err(ep_err(
-                    "field `api_base` (or `base_url`) is missing; provider azure needs https://NAME.openai.azure.com/".into(),
+                    "field `api_base` (or `base_url`) is missing; provider azure needs https://NAME.openai.azure.com/"
+                        .into(),
                 ));
             }
         } else if self.provider == "hosted_vllm" && self.base().is_none() {
@@ -482,7 +487,10 @@ mod tests {
         assert_eq!(s.name, "ripple");
         assert_eq!(s.requests_per_second_rates, [1.0, 2.0]);
         assert_eq!(s.percentiles, [50.0, 90.0, 99.0]);
-        assert_eq!((s.input_token_budget, s.output_token_budget), (Some(100_000), Some(10_000)));
+        assert_eq!(
+            (s.input_token_budget, s.output_token_budget),
+            (Some(100_000), Some(10_000))
+        );
         let e = EndpointSpec::from_yaml(
             "provider: hosted_vllm\nmodel: m\nbase_url: http://127.0.0.1:8000/v1\napi_key_env_var: null\ndeployment: null\nextra_headers: {}\n",
         )
@@ -509,7 +517,10 @@ mod tests {
     fn unknown_fields_name_the_field_and_the_valid_ones() {
         let e = RunSuite::from_yaml(&format!("{RIPPLE}\nrequests_per_minute: 3\n")).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("requests_per_minute") && m.contains("test_length_in_seconds"), "{m}");
+        assert!(
+            m.contains("requests_per_minute") && m.contains("test_length_in_seconds"),
+            "{m}"
+        );
         let e = EndpointSpec::from_yaml("provider: openai\nmodel: m\nregion: eu\n").unwrap_err();
         let m = e.to_string();
         assert!(m.contains("region") && m.contains("api_key_env_var"), "{m}");
@@ -523,7 +534,10 @@ mod tests {
             let m = EndpointSpec::from_yaml(&format!("provider: {bad}\nmodel: m\n"))
                 .unwrap_err()
                 .to_string();
-            assert!(m.contains(bad) && m.contains("openai, hosted_vllm, azure, anthropic"), "{m}");
+            assert!(
+                m.contains(bad) && m.contains("openai, hosted_vllm, azure, anthropic"),
+                "{m}"
+            );
         }
         let a = EndpointSpec::from_yaml(
             "provider: azure\ndeployment: gpt-4o\nmodel: gpt-4o\napi_version: 2024-06-01\napi_base: https://x.openai.azure.com/\n",
@@ -543,7 +557,10 @@ mod tests {
         assert_eq!(o.key_env().as_deref(), Some("OPENAI_API_KEY"));
         let an = EndpointSpec::from_yaml("provider: anthropic\nmodel: c\napi_key_env_var: MY_KEY\n").unwrap();
         assert_eq!(an.url(), "https://api.anthropic.com/v1/messages");
-        assert_eq!((an.key_env().as_deref(), an.wire_provider()), (Some("MY_KEY"), Provider::Anthropic));
+        assert_eq!(
+            (an.key_env().as_deref(), an.wire_provider()),
+            (Some("MY_KEY"), Provider::Anthropic)
+        );
         let m = EndpointSpec::from_yaml("provider: hosted_vllm\nmodel: m\n")
             .unwrap_err()
             .to_string();
@@ -555,13 +572,19 @@ mod tests {
     fn bad_values_name_field_value_and_range() {
         let cases = [
             ("- 1.0\n- 2.0", "- 1.0\n- -2.0", "requests_per_second_rates"),
-            ("test_length_in_seconds: 10", "test_length_in_seconds: 0", "test_length_in_seconds"),
+            (
+                "test_length_in_seconds: 10",
+                "test_length_in_seconds: 0",
+                "test_length_in_seconds",
+            ),
             ("error_limit: 0.3", "error_limit: 1.5", "error_limit"),
             ("  - ' Z'", "  - ' Z'\n  - ' the'", "token_set.tokens"),
         ];
         for (from, to, field) in cases {
             assert!(RIPPLE.contains(from), "{from}");
-            let m = RunSuite::from_yaml(&RIPPLE.replacen(from, to, 1)).unwrap_err().to_string();
+            let m = RunSuite::from_yaml(&RIPPLE.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
             assert!(m.contains(field), "{field}: {m}");
         }
     }

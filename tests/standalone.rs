@@ -1,0 +1,314 @@
+//! `tokenswarm run` (standalone, no master) and `tokenswarm init`, against
+//! the real simulator: the seed's `ripple` suite end to end, the
+//! confirmation prompt through a pseudo-terminal, refusals, `--fail-on`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// `tokenswarm init` in `dir`, with the endpoint pointed at the sim's port.
+fn init(dir: &Path, port: u16) -> (PathBuf, PathBuf) {
+    let out = Command::new(bin()).args(["init", "--dir"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ep = dir.join("endpoint_spec.yml");
+    let text = std::fs::read_to_string(&ep).unwrap();
+    assert!(text.contains("http://127.0.0.1:8000/v1"), "{text}");
+    std::fs::write(&ep, text.replace(":8000/", &format!(":{port}/"))).unwrap();
+    (dir.join("run_suite.yml"), ep)
+}
+
+/// A one-phase suite of `seconds` at 2 req/s (quick runs).
+fn short_suite(dir: &Path, extra: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let p = dir.join(format!("short-{}.yml", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(
+        &p,
+        format!(
+            "name: short\nrequests_per_second_rates: [2.0]\ntest_length_in_seconds: 2\n\
+             load_types:\n- {{prompt_length: 64, prefix_length: 16, output_length: 8, weight: 1}}\n{extra}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs `tokenswarm run` with stdin closed; (exit code, stderr).
+fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir).arg("run").args(args).stdin(Stdio::null());
+    let mut p = Proc::spawn(&format!("run-{}", std::process::id()), &mut cmd, dir);
+    let code = p.wait(Duration::from_secs(120));
+    (code, p.output())
+}
+
+/// The single run folder under `results`.
+fn run_dir(results: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(results).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// The seed's `ripple` suite (rates 1.0 and 2.0, 10 s phases, two load
+/// types) with the starter endpoint spec, pointed at the simulator and run
+/// with --yes: exit 0; every results file is present and well-formed;
+/// llm_requests.csv has exactly one row per request the simulator served,
+/// each with a distinct x-request-id, both load types, both phases and the
+/// warm-up; the PNG has a PNG signature and an IHDR; the inputs are copied.
+#[test]
+fn ripple_suite_against_the_simulator_writes_every_result_file() {
+    let dir = test_dir("standalone-ripple");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (suite, ep) = init(&dir, port);
+    let results = dir.join("results");
+    let (code, log) = run(
+        &dir,
+        &[
+            suite.to_str().unwrap(),
+            ep.to_str().unwrap(),
+            "--yes",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("estimated usage"), "{log}");
+    let run = run_dir(&results);
+    let name = run.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.ends_with("Z_ripple") && name.len() == "20261203T100719Z_ripple".len(),
+        "{name}"
+    );
+
+    let served = sim_stats(port)["requests"].as_u64().unwrap();
+    let rows = read_csv(&run.join("llm_requests.csv"));
+    assert_eq!(rows.len() as u64, served, "one row per served request");
+    assert!(served >= 10, "{served}");
+    let text = std::fs::read_to_string(run.join("llm_requests.csv")).unwrap();
+    let header = text.lines().next().unwrap();
+    for col in [
+        "request_id",
+        "phase",
+        "load_type",
+        "scheduled_unix_s",
+        "sent_unix_s",
+        "ttft_ms",
+        "ttfa_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "status",
+        "failure_kind",
+    ] {
+        assert!(header.split(',').any(|h| h == col), "{col} in {header}");
+    }
+    let ids: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["request_id"].as_str()).collect();
+    assert_eq!(ids.len(), rows.len(), "request ids are distinct");
+    assert!(
+        ids.iter()
+            .all(|i| i.len() == 16 && i.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+    for phase in ["warmup", "1", "2"] {
+        assert!(rows.iter().any(|r| r["phase"] == phase), "phase {phase}");
+    }
+    assert_eq!(rows.iter().filter(|r| r["phase"] == "warmup").count(), 2);
+    for lt in ["load_type_1", "load_type_2"] {
+        assert!(rows.iter().any(|r| r["load_type"] == lt), "{lt}");
+    }
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r:?}");
+        let want = if r["load_type"] == "load_type_1" {
+            ("512", "32")
+        } else {
+            ("640", "12")
+        };
+        assert_eq!((r["input_tokens"].as_str(), r["output_tokens"].as_str()), want, "{r:?}");
+        let ttft: f64 = r["ttft_ms"].parse().unwrap();
+        let e2e: f64 = r["e2e_ms"].parse().unwrap();
+        assert!(ttft > 0.0 && e2e >= ttft, "{r:?}");
+    }
+
+    let summary: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(run.join("summary.yml")).unwrap()).unwrap();
+    assert_eq!(summary["name"], "ripple");
+    assert_eq!(summary["outcome"], "completed");
+    let phases = summary["phases"].as_sequence().unwrap();
+    assert_eq!(phases.len(), 2);
+    let mut total = summary["warmup"]["requests"].as_u64().unwrap();
+    for (i, p) in phases.iter().enumerate() {
+        assert_eq!(p["requests_per_second"].as_f64(), Some([1.0, 2.0][i]));
+        total += p["requests"].as_u64().unwrap();
+        for key in ["p50", "p90", "p99"] {
+            assert!(
+                p["latency_ms"]["percentiles"][key].as_f64().is_some(),
+                "{key} in phase {i}"
+            );
+        }
+        assert!(p["load_types"]["load_type_1"]["requests"].as_u64().is_some());
+        assert_eq!(p["divergence"]["output_rel"].as_f64(), Some(0.0));
+    }
+    assert_eq!(total, served, "the summary's tables add up to the served count");
+
+    let net = read_csv(&run.join("network_latency.csv"));
+    assert!(net.len() >= 10, "about one probe a second: {}", net.len());
+    assert!(net.iter().all(|r| r["connect_ms"].parse::<f64>().is_ok()), "{net:?}");
+    let errors = std::fs::read_to_string(run.join("errors.csv")).unwrap();
+    assert!(
+        errors.starts_with("request_id,") && errors.lines().count() == 1,
+        "{errors}"
+    );
+    let png = std::fs::read(run.join("latency_quantiles.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    assert!(u32::from_be_bytes(png[16..20].try_into().unwrap()) > 0);
+    let svg = std::fs::read_to_string(run.join("latency_quantiles.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("p99"));
+    assert_eq!(
+        std::fs::read(run.join("run_suite.yml")).unwrap(),
+        std::fs::read(&suite).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(run.join("endpoint_spec.yml")).unwrap(),
+        std::fs::read(&ep).unwrap()
+    );
+}
+
+/// Through a pseudo-terminal the run asks before starting: "n" starts
+/// nothing (exit 2, no request served, no results folder), "y" runs.
+#[test]
+fn the_confirmation_prompt_on_a_terminal_decides_the_start() {
+    let dir = test_dir("standalone-pty");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (_, ep) = init(&dir, port);
+    let suite = short_suite(&dir, "");
+    let script = root().join("tests/python/pty_confirm.py");
+    for (answer, want_code) in [("n", 2), ("y", 0)] {
+        let results = dir.join(format!("results-{answer}"));
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(answer)
+            .arg(bin())
+            .args(["run", suite.to_str().unwrap(), ep.to_str().unwrap(), "--results"])
+            .arg(&results)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("\nPROMPTED\n"), "{text}");
+        assert!(text.contains("estimated usage"), "{text}");
+        assert_eq!(out.status.code(), Some(want_code), "answer {answer}: {text}");
+        if answer == "n" {
+            assert!(text.contains("not confirmed"), "{text}");
+            assert!(!results.exists());
+            assert_eq!(sim_stats(port)["requests"], 0);
+        } else {
+            let rows = read_csv(&run_dir(&results).join("llm_requests.csv"));
+            assert_eq!(rows.len() as u64, sim_stats(port)["requests"].as_u64().unwrap());
+        }
+    }
+}
+
+/// Without a terminal and without --yes, over a budget, or with an unknown
+/// field, nothing is sent and the exit code is 2 with a message naming the
+/// reason (the flag, the budget field, the unknown field and valid ones).
+#[test]
+fn refusals_send_nothing_and_say_why() {
+    let dir = test_dir("standalone-refuse");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (_, ep) = init(&dir, port);
+    let ep = ep.to_str().unwrap().to_string();
+    let suite = short_suite(&dir, "");
+    let (code, log) = run(&dir, &[suite.to_str().unwrap(), &ep]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("--yes"), "{log}");
+    let over = short_suite(&dir, "input_token_budget: 100\n");
+    let (code, log) = run(&dir, &[over.to_str().unwrap(), &ep, "--yes"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("input_token_budget (100)"), "{log}");
+    let unknown = short_suite(&dir, "ramp_up: 3\n");
+    let (code, log) = run(&dir, &[unknown.to_str().unwrap(), &ep, "--yes"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("ramp_up") && log.contains("requests_per_second_rates"),
+        "{log}"
+    );
+    let gemini = dir.join("gemini.yml");
+    std::fs::write(&gemini, "provider: gemini\nmodel: gemini-2.5-flash\n").unwrap();
+    let (code, log) = run(&dir, &[suite.to_str().unwrap(), gemini.to_str().unwrap(), "--yes"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("openai, hosted_vllm, azure, anthropic"), "{log}");
+    assert_eq!(sim_stats(port)["requests"], 0);
+}
+
+/// `--fail-on` turns a breached threshold into exit 1 (results still
+/// written, the breach recorded in summary.yml); a threshold that holds
+/// leaves exit 0. A warm-up that fails (the simulator answers 500 to every
+/// request) aborts before load with exit 1.
+#[test]
+fn fail_on_thresholds_and_a_failed_warm_up_exit_1() {
+    let dir = test_dir("standalone-fail-on");
+    let (_sim, port) = start_sim(&dir, "sim", &["--ttft-ms", "40"]);
+    let (_, ep) = init(&dir, port);
+    let ep = ep.to_str().unwrap().to_string();
+    let suite = short_suite(&dir, "");
+    let results = dir.join("r1");
+    let (code, log) = run(
+        &dir,
+        &[
+            suite.to_str().unwrap(),
+            &ep,
+            "--yes",
+            "--results",
+            results.to_str().unwrap(),
+            "--fail-on",
+            "ttft_p50_ms=1",
+            "--fail-on",
+            "error_rate=0.5",
+        ],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("ttft_p50_ms=1") && !log.contains("error_rate=0.5 (measured"),
+        "{log}"
+    );
+    let summary = std::fs::read_to_string(run_dir(&results).join("summary.yml")).unwrap();
+    assert!(
+        summary.contains("breached: true") && summary.contains("breached: false"),
+        "{summary}"
+    );
+    let results = dir.join("r2");
+    let (code, log) = run(
+        &dir,
+        &[
+            suite.to_str().unwrap(),
+            &ep,
+            "--yes",
+            "--results",
+            results.to_str().unwrap(),
+            "--fail-on",
+            "ttft_p99_ms=60000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+
+    let (_bad, bad_port) = start_sim(&dir, "sim-500", &["--fault-500", "1.0"]);
+    let (_, bad_ep) = init(&dir.join("bad"), bad_port);
+    let (code, log) = run(
+        &dir,
+        &[
+            suite.to_str().unwrap(),
+            bad_ep.to_str().unwrap(),
+            "--yes",
+            "--results",
+            dir.join("r3").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("warm-up request"), "{log}");
+    assert_eq!(sim_stats(bad_port)["requests"], 1, "only the warm-up was sent");
+}
