@@ -110,6 +110,7 @@ impl LlmTask {
         }
         let record = RequestRecord {
             class,
+            scenario: self.scenarios[class].name(),
             seq,
             scheduled,
             warmup,

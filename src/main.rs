@@ -80,6 +80,13 @@ struct WorkerArgs {
         value_delimiter = ','
     )]
     allow_key_envs: Vec<String>,
+    /// Append one JSON line per finished request to FILE (request id,
+    /// scenario, send time, TTFT, TTFA, TPOT, E2E, tokens, status, failure kind).
+    #[arg(long, value_name = "FILE")]
+    requests_out: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -139,12 +146,32 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Worker(args) => {
                 let allow = tokenswarm::llm::AllowList::new(&args.allow_hosts, &args.allow_key_envs)?;
+                let mut sinks = tokenswarm::metrics::sink::Sinks::default();
+                if let Some(path) = &args.requests_out {
+                    let log = tokenswarm::metrics::export::RequestLog::create(
+                        tokenswarm::metrics::export::Format::Jsonl,
+                        path,
+                        None,
+                        Box::new(|_| String::new()),
+                    )
+                    .with_context(|| format!("--requests-out {}: cannot create the file", path.display()))?;
+                    sinks.0.push(std::sync::Arc::new(log));
+                }
+                if let Some(addr) = &args.metrics_addr {
+                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                        format!("--metrics-addr {addr}: cannot listen (use HOST:PORT, e.g. 127.0.0.1:9100)")
+                    })?;
+                    let registry = tokenswarm::metrics::prometheus::Prometheus::new();
+                    sinks.0.push(registry.clone());
+                    tokio::spawn(registry.serve(listener));
+                }
                 let opts = WorkerOptions {
                     master_host: args.master_host,
                     master_port: args.master_port,
                     master_timeout: Duration::from_secs_f64(args.master_timeout),
                     node_id: args.node_id,
                     allow,
+                    sinks,
                 };
                 tokenswarm::locust::run(opts, tokenswarm::shutdown::signal())
                     .await

@@ -24,7 +24,10 @@ fn init(dir: &Path, port: u16) -> (PathBuf, PathBuf) {
 /// A one-phase suite of `seconds` at 2 req/s (quick runs).
 fn short_suite(dir: &Path, extra: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let p = dir.join(format!("short-{}.yml", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let p = dir.join(format!(
+        "short-{}.yml",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::write(
         &p,
         format!(
@@ -311,4 +314,106 @@ fn fail_on_thresholds_and_a_failed_warm_up_exit_1() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("warm-up request"), "{log}");
     assert_eq!(sim_stats(bad_port)["requests"], 1, "only the warm-up was sent");
+}
+
+/// Worker mode: `--metrics-addr` serves Prometheus text while a run goes
+/// (scraped mid-run: request counter above zero, TTFT histogram present),
+/// and `--requests-out` holds one JSON line per request the simulator
+/// served, each with the request's x-request-id and its scenario.
+#[test]
+fn worker_serves_prometheus_during_a_run_and_logs_every_request() {
+    let dir = test_dir("standalone-worker-sinks");
+    let (_sim, sim_port) = start_sim(&dir, "sim", &[]);
+    let scenarios = dir.join("scenarios.yaml");
+    std::fs::write(
+        &scenarios,
+        "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 32, output_length: 8, \
+         wait: {kind: constant, seconds: 0.05}}\n",
+    )
+    .unwrap();
+    let (mport, wport, metrics_port) = (free_port(), free_port(), free_port());
+    let host = format!("http://127.0.0.1:{sim_port}");
+    let args = [
+        "--host",
+        &host,
+        "--llm-scenarios",
+        scenarios.to_str().unwrap(),
+        "--expect-workers",
+        "1",
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "6s",
+    ];
+    let lf = root().join("locustfiles/llm.py");
+    let mut master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
+    let out = dir.join("requests.jsonl");
+    let maddr = format!("127.0.0.1:{metrics_port}");
+    let mut worker = start_worker(
+        &dir,
+        "worker",
+        mport,
+        &["--requests-out", out.to_str().unwrap(), "--metrics-addr", &maddr],
+        &[],
+    );
+    let scraped = wait_for("requests in /metrics", Duration::from_secs(60), || {
+        let (status, body) = http::get(metrics_port, "/metrics").ok()?;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("tokenswarm_requests_total{scenario=\"Chat\"}"))?;
+        let n: u64 = line.rsplit(' ').next()?.parse().ok()?;
+        (status == 200 && n > 0).then_some((n, body))
+    });
+    assert!(
+        master.child.try_wait().unwrap().is_none(),
+        "scraped while the run was going"
+    );
+    assert!(
+        scraped.1.contains("# TYPE tokenswarm_ttft_seconds histogram"),
+        "{}",
+        scraped.1
+    );
+    assert!(
+        scraped
+            .1
+            .contains("tokenswarm_ttft_seconds_bucket{scenario=\"Chat\",le=\"+Inf\"}")
+    );
+    assert_eq!(
+        master.wait(Duration::from_secs(90)),
+        Some(0),
+        "{}",
+        tail(&master.output(), 30)
+    );
+    assert_eq!(
+        worker.wait(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        tail(&worker.output(), 30)
+    );
+    let served = sim_stats(sim_port)["requests"].as_u64().unwrap();
+    let lines = read_jsonl(&out);
+    assert_eq!(lines.len() as u64, served, "one line per served request");
+    assert!(scraped.0 <= served);
+    let ids: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), lines.len());
+    assert!(lines.iter().all(|l| l["load_type"] == "Chat"));
+    // Requests in flight at the stop are cancelled; every other one succeeded.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"] == "ok" || l["failure_kind"] == "cancelled"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["status"] == "ok")
+            .all(|l| l["ttft_ms"].is_f64())
+    );
 }

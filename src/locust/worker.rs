@@ -63,6 +63,8 @@ pub struct WorkerOptions {
     pub node_id: Option<String>,
     /// Hosts and key variables the master may use (`--allow-host`, `--allow-key-env`).
     pub allow: crate::llm::AllowList,
+    /// Sinks added to every run (`--requests-out`, `--metrics-addr`).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,7 @@ pub async fn run(opts: WorkerOptions, shutdown: impl Future<Output = ()>) -> Res
     let endpoint = format!("tcp://{}:{}", opts.master_host, opts.master_port);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut worker = Worker::new(seed_from(&node_id), opts.allow.clone());
+    worker.sinks = opts.sinks.0.clone();
     info!(node_id, endpoint, "tokenswarm worker starting");
     let mut last_contact = Instant::now();
     loop {
@@ -250,6 +253,8 @@ struct Worker {
     /// Runs started by this worker; varies the seed from run to run.
     runs: u64,
     allow: crate::llm::AllowList,
+    /// Sinks added to every run besides the Locust window.
+    sinks: Vec<std::sync::Arc<dyn crate::metrics::OutcomeSink>>,
 }
 
 /// Resolves when the stop in progress has finished; pending when none is.
@@ -281,6 +286,7 @@ impl Worker {
             seed,
             runs: 0,
             allow,
+            sinks: Vec::new(),
         }
     }
 
@@ -470,7 +476,7 @@ impl Worker {
                 stop_timeout: self.stop_timeout,
                 allow: self.allow.clone(),
             };
-            match Engine::start(config, ctx, self.events_tx.clone()) {
+            match Engine::start_with_sinks(config, ctx, self.events_tx.clone(), self.sinks.clone()) {
                 Ok(engine) => {
                     self.recorder = Some(engine.recorder());
                     self.engine = Some(engine);

@@ -146,7 +146,6 @@ struct Files {
 /// The per-request writer sink.
 pub struct RequestLog {
     format: Format,
-    names: Vec<String>,
     phase: PhaseLabel,
     files: Mutex<Files>,
 }
@@ -157,7 +156,6 @@ impl RequestLog {
         format: Format,
         path: &Path,
         errors: Option<&Path>,
-        names: Vec<String>,
         phase: PhaseLabel,
     ) -> std::io::Result<RequestLog> {
         let mut rows = BufWriter::new(File::create(path)?);
@@ -174,7 +172,6 @@ impl RequestLog {
         };
         Ok(RequestLog {
             format,
-            names,
             phase,
             files: Mutex::new(Files {
                 rows,
@@ -200,7 +197,7 @@ impl RequestLog {
 
 impl OutcomeSink for RequestLog {
     fn record(&self, r: &RequestRecord<'_>) -> RecordNote {
-        let name = self.names.get(r.class).map_or("", String::as_str);
+        let name = r.scenario;
         let row = Row::new(r, (self.phase)(r), name);
         let line = match self.format {
             Format::Csv => row.csv(),
@@ -224,6 +221,11 @@ impl OutcomeSink for RequestLog {
             .join(",");
             result = result.and_then(|()| writeln!(w, "{err_line}"));
         }
+        // A worker's log is read while it runs and never finished: JSON
+        // lines are flushed one by one.
+        if self.format == Format::Jsonl {
+            result = result.and_then(|()| f.rows.flush());
+        }
         if let Err(e) = result {
             f.error = Some(e);
         }
@@ -243,9 +245,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tokenswarm-export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (rows, errs, jl) = (dir.join("r.csv"), dir.join("e.csv"), dir.join("r.jsonl"));
-        let names = vec!["a".to_string()];
-        let csv = RequestLog::create(Format::Csv, &rows, Some(&errs), names.clone(), Box::new(|_| "1".into())).unwrap();
-        let json = RequestLog::create(Format::Jsonl, &jl, None, names, Box::new(|_| String::new())).unwrap();
+        let csv = RequestLog::create(Format::Csv, &rows, Some(&errs), Box::new(|_| "1".into())).unwrap();
+        let json = RequestLog::create(Format::Jsonl, &jl, None, Box::new(|_| String::new())).unwrap();
         let ok = Outcome::default();
         let bad = Outcome {
             failure: Some(Failure::new(FailureKind::HttpStatus(429), "HTTP 429, slow down", "x")),
@@ -254,6 +255,7 @@ mod tests {
         for (seq, o) in [(1, &ok), (2, &bad)] {
             let r = RequestRecord {
                 class: 0,
+                scenario: "a",
                 seq,
                 scheduled: tokio::time::Instant::now(),
                 warmup: false,

@@ -19,6 +19,7 @@
 
 pub mod export;
 pub mod llm;
+pub mod prometheus;
 pub mod report;
 pub mod request;
 pub mod sink;

@@ -17,6 +17,8 @@ use crate::outcome::Outcome;
 pub struct RequestRecord<'a> {
     /// Index of the scenario (load type) in the test definition.
     pub class: usize,
+    /// The scenario's (load type's) name.
+    pub scenario: &'a str,
     /// The request's number on this worker; [`crate::llm::client::request_id`]
     /// makes the `x-request-id` header from it.
     pub seq: u64,
@@ -45,6 +47,16 @@ pub trait OutcomeSink: Send + Sync + 'static {
     /// Records one request. The note (a divergence warning) is acted on by
     /// the caller; sinks that never warn return the default.
     fn record(&self, r: &RequestRecord<'_>) -> RecordNote;
+}
+
+/// The sinks a worker adds to every run (`--requests-out`, `--metrics-addr`).
+#[derive(Clone, Default)]
+pub struct Sinks(pub Vec<std::sync::Arc<dyn OutcomeSink>>);
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sinks({})", self.0.len())
+    }
 }
 
 impl OutcomeSink for super::Recorder {

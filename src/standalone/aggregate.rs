@@ -430,6 +430,7 @@ mod tests {
         let rec = |class, at: Duration, warmup, o: &Outcome| {
             agg.record(&RequestRecord {
                 class,
+                scenario: "x",
                 seq: 1,
                 scheduled: origin + at,
                 warmup,

@@ -263,7 +263,6 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             Format::Csv,
             &dir.join("llm_requests.csv"),
             Some(&dir.join("errors.csv")),
-            names.clone(),
             Box::new(move |r: &RequestRecord<'_>| {
                 phase_name(if r.warmup {
                     None
