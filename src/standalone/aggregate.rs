@@ -169,7 +169,8 @@ impl RunAggregate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// (requests ended, failed, median TTFT of the last [`RECENT`] in ms).
+    /// (load requests ended, failed, median TTFT of the last [`RECENT`]
+    /// in ms); warm-up requests are not counted.
     pub fn live(&self) -> (u64, u64, Option<f64>) {
         let st = self.lock();
         let mut v: Vec<u64> = st.recent_ttft_us.iter().copied().collect();
@@ -231,9 +232,11 @@ impl OutcomeSink for RunAggregate {
         let row = phase.map_or(0, |p| p + 1);
         let o = r.outcome;
         let mut st = self.lock();
-        st.sent = st.sent.saturating_add(1);
-        if o.failure.is_some() {
-            st.failed = st.failed.saturating_add(1);
+        if !r.warmup {
+            st.sent = st.sent.saturating_add(1);
+            if o.failure.is_some() {
+                st.failed = st.failed.saturating_add(1);
+            }
         }
         if let Some(t) = o.ttft {
             if st.recent_ttft_us.len() == RECENT {
