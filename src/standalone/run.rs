@@ -40,17 +40,22 @@ pub enum RunError {
     /// folder holds what was measured.
     #[error("run aborted: {reason} (results in {})", dir.display())]
     Aborted { reason: String, dir: PathBuf },
+    /// Ctrl-C (or SIGTERM) ended the run early; results are written.
+    #[error("run interrupted (results in {})", dir.display())]
+    Interrupted { dir: PathBuf },
     /// `--fail-on` thresholds were breached.
     #[error("--fail-on thresholds breached: {} (results in {})", breached.join("; "), dir.display())]
     Breached { breached: Vec<String>, dir: PathBuf },
 }
 
 impl RunError {
-    /// 2 for configuration and refusals, 1 for a run that ended badly.
+    /// 2 for configuration and refusals, 1 for a run that ended badly,
+    /// 130 for an interrupted one.
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Config(_) | RunError::Refused(_) | RunError::Io(_) => 2,
             RunError::Aborted { .. } | RunError::Breached { .. } => 1,
+            RunError::Interrupted { .. } => 130,
         }
     }
 }
@@ -497,6 +502,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     ));
     if let Some(reason) = aborted {
         return Err(RunError::Aborted { reason, dir });
+    }
+    if outcome == "interrupted" {
+        return Err(RunError::Interrupted { dir });
     }
     let breached: Vec<String> = summary
         .fail_on
