@@ -417,3 +417,36 @@ fn worker_serves_prometheus_during_a_run_and_logs_every_request() {
             .all(|l| l["ttft_ms"].is_f64())
     );
 }
+
+/// SIGINT during the load stops the run with exit 130, and the results
+/// folder is still complete: summary outcome `interrupted`, one row per
+/// request the simulator served.
+#[test]
+fn an_interrupted_run_exits_130_and_still_writes_its_results() {
+    let dir = test_dir("standalone-sigint");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (suite, ep) = init(&dir, port);
+    let results = dir.join("results");
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(&dir)
+        .args([
+            "run",
+            suite.to_str().unwrap(),
+            ep.to_str().unwrap(),
+            "--yes",
+            "--results",
+        ])
+        .arg(&results);
+    let mut p = Proc::spawn("run-sigint", &mut cmd, &dir);
+    wait_for("the load to start", Duration::from_secs(30), || {
+        p.output().contains("load started").then_some(())
+    });
+    p.signal("INT");
+    assert_eq!(p.wait(Duration::from_secs(30)), Some(130), "{}", p.output());
+    let run = run_dir(&results);
+    let summary = std::fs::read_to_string(run.join("summary.yml")).unwrap();
+    assert!(summary.contains("outcome: interrupted"), "{summary}");
+    let rows = read_csv(&run.join("llm_requests.csv"));
+    assert_eq!(rows.len() as u64, sim_stats(port)["requests"].as_u64().unwrap());
+    assert!(run.join("latency_quantiles.png").exists() && run.join("network_latency.csv").exists());
+}
