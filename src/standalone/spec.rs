@@ -567,6 +567,36 @@ mod tests {
         assert!(m.contains("base_url"), "{m}");
     }
 
+    /// extra_headers go on every load type; azure's key is read from
+    /// `api_key_env_var` into an `api-key` header (no bearer variable), and
+    /// an unset variable is an error naming it.
+    #[test]
+    fn extra_headers_and_the_azure_key_header() {
+        let suite = RunSuite::from_yaml(RIPPLE).unwrap();
+        let e = EndpointSpec::from_yaml(
+            "provider: openai\nmodel: m\nbase_url: http://h/v1\nextra_headers: {x-model-route: blue}\n",
+        )
+        .unwrap();
+        let p = plan(suite.clone(), e).unwrap();
+        assert!(p.config.scenarios.iter().all(|s| s.headers["x-model-route"] == "blue"));
+        assert_eq!(p.config.scenarios[0].api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        // PATH is set in every test environment; it stands in for a key.
+        let az =
+            "provider: azure\nmodel: m\ndeployment: d\napi_version: v\napi_base: https://x/\napi_key_env_var: PATH\n";
+        let p = plan(suite.clone(), EndpointSpec::from_yaml(az).unwrap()).unwrap();
+        let s = &p.config.scenarios[0];
+        assert_eq!(s.headers["api-key"], std::env::var("PATH").unwrap());
+        assert_eq!(s.api_key_env, None);
+        let unset = az.replace("PATH", "TOKENSWARM_TEST_SURELY_UNSET_42");
+        let m = plan(suite, EndpointSpec::from_yaml(&unset).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("TOKENSWARM_TEST_SURELY_UNSET_42 ") && m.contains("not set"),
+            "{m}"
+        );
+    }
+
     /// Values out of range name the field, the value and the valid range.
     #[test]
     fn bad_values_name_field_value_and_range() {
