@@ -91,10 +91,15 @@ struct WorkerArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// tokenflood run suite (YAML).
+    /// tokenflood run suite (YAML), or tokenswarm's scenarios file with --host.
     run_suite: std::path::PathBuf,
-    /// tokenflood endpoint spec (YAML).
-    endpoint: std::path::PathBuf,
+    /// tokenflood endpoint spec (YAML); leave out with --host.
+    #[arg(required_unless_present = "host")]
+    endpoint: Option<std::path::PathBuf>,
+    /// Target base URL for a tokenswarm scenarios file (open loop, phases
+    /// of one length): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
+    #[arg(long, conflicts_with = "endpoint")]
+    host: Option<String>,
     /// Start without asking for confirmation (required without a terminal).
     #[arg(long, short = 'y')]
     yes: bool,
@@ -181,6 +186,7 @@ fn main() -> ExitCode {
                 let opts = tokenswarm::standalone::RunOptions {
                     run_suite: a.run_suite,
                     endpoint: a.endpoint,
+                    host: a.host,
                     yes: a.yes,
                     results: a.results,
                     fail_on: a.fail_on,

@@ -450,3 +450,57 @@ fn an_interrupted_run_exits_130_and_still_writes_its_results() {
     assert_eq!(rows.len() as u64, sim_stats(port)["requests"].as_u64().unwrap());
     assert!(run.join("latency_quantiles.png").exists() && run.join("network_latency.csv").exists());
 }
+
+/// tokenswarm's own scenarios file runs standalone with --host (open
+/// loop, phases of one length): exit 0, one row per served request under
+/// the scenarios' names, the scenarios file copied; a closed-loop file is
+/// refused naming `load.mode`, with nothing sent.
+#[test]
+fn a_scenarios_file_with_host_runs_standalone() {
+    let dir = test_dir("standalone-scenarios");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let file = dir.join("mine.yaml");
+    let scenarios = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 48, output_length: 6}\n  \
+                     - {name: Claude, weight: 2, provider: anthropic, model: m, prompt_length: 32, output_length: 4}\n";
+    std::fs::write(
+        &file,
+        format!("{scenarios}load: {{mode: open, phases: [{{rate: 3, duration_s: 2}}]}}\n"),
+    )
+    .unwrap();
+    let host = format!("http://127.0.0.1:{port}");
+    let closed = dir.join("closed.yaml");
+    std::fs::write(&closed, scenarios).unwrap();
+    let (code, log) = run(&dir, &[closed.to_str().unwrap(), "--host", &host, "--yes"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("load.mode"), "{log}");
+    assert_eq!(sim_stats(port)["requests"], 0);
+
+    let results = dir.join("results");
+    let (code, log) = run(
+        &dir,
+        &[
+            file.to_str().unwrap(),
+            "--host",
+            &host,
+            "--yes",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    let run = run_dir(&results);
+    assert!(run.to_str().unwrap().ends_with("Z_mine"), "{}", run.display());
+    let rows = read_csv(&run.join("llm_requests.csv"));
+    assert_eq!(rows.len() as u64, sim_stats(port)["requests"].as_u64().unwrap());
+    for name in ["Chat", "Claude"] {
+        assert!(
+            rows.iter().any(|r| r["load_type"] == name && r["phase"] == "warmup"),
+            "{name}"
+        );
+    }
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    assert_eq!(
+        std::fs::read(run.join("scenarios.yaml")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}

@@ -23,7 +23,7 @@ use super::spec::{self, EndpointSpec, RunSuite};
 use crate::engine::{Engine, EngineEvent, RunContext};
 use crate::metrics::export::{Format, RequestLog};
 use crate::metrics::{OutcomeSink, RequestRecord};
-use crate::scenario::Slo;
+use crate::scenario::{Slo, TestConfig};
 
 /// How a standalone run went wrong; [`RunError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +152,12 @@ impl Threshold {
 /// Options of `tokenswarm run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The run suite, or tokenswarm's scenarios file (with `host`).
     pub run_suite: PathBuf,
-    pub endpoint: PathBuf,
+    /// tokenflood's endpoint spec; None with `host`.
+    pub endpoint: Option<PathBuf>,
+    /// The target for tokenswarm's own scenarios file.
+    pub host: Option<String>,
     /// Start without asking.
     pub yes: bool,
     /// Where run folders go (default `results`).
@@ -190,15 +194,33 @@ fn phase_name(p: Option<usize>) -> String {
 /// Runs the suite; returns the results folder. `shutdown` ends it early
 /// (results are still written).
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<PathBuf, RunError> {
-    let (suite_text, endpoint_text) = (read(&opts.run_suite)?, read(&opts.endpoint)?);
-    let suite =
-        RunSuite::from_yaml(&suite_text).map_err(|e| RunError::Config(format!("{}: {e}", opts.run_suite.display())))?;
-    let endpoint = EndpointSpec::from_yaml(&endpoint_text)
-        .map_err(|e| RunError::Config(format!("{}: {e}", opts.endpoint.display())))?;
-    let mut plan = spec::plan(suite, endpoint).map_err(|e| RunError::Config(e.to_string()))?;
+    let suite_text = read(&opts.run_suite)?;
+    let at = |e: &dyn std::fmt::Display, p: &Path| RunError::Config(format!("{}: {e}", p.display()));
+    let (mut plan, inputs) = match (&opts.endpoint, &opts.host) {
+        (Some(ep), None) => {
+            let endpoint_text = read(ep)?;
+            let suite = RunSuite::from_yaml(&suite_text).map_err(|e| at(&e, &opts.run_suite))?;
+            let endpoint = EndpointSpec::from_yaml(&endpoint_text).map_err(|e| at(&e, ep))?;
+            let plan = spec::plan(suite, endpoint).map_err(|e| RunError::Config(e.to_string()))?;
+            let inputs = vec![("run_suite.yml", suite_text), ("endpoint_spec.yml", endpoint_text)];
+            (plan, inputs)
+        }
+        (None, Some(host)) => {
+            let config = TestConfig::from_yaml(&suite_text).map_err(|e| at(&e, &opts.run_suite))?;
+            let name = opts.run_suite.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let plan = spec::plan_from_scenarios(config, host, name).map_err(|e| at(&e, &opts.run_suite))?;
+            (plan, vec![("scenarios.yaml", suite_text)])
+        }
+        _ => {
+            return Err(RunError::Config(
+                "give RUN_SUITE ENDPOINT_SPEC (tokenflood's files) or SCENARIOS.yaml --host URL (tokenswarm's own)"
+                    .into(),
+            ));
+        }
+    };
     plan.config.slo = opts.slo;
     let suite = &plan.suite;
-    let url = plan.endpoint.url();
+    let url = plan.url.clone();
 
     // Safety before anything is sent: estimate, budgets, confirmation.
     let (est_in, est_out) = suite.token_estimate();
@@ -210,8 +232,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         suite.requests_per_second_rates,
         suite.load_types.len(),
         url,
-        plan.endpoint.provider,
-        plan.endpoint.model
+        plan.provider,
+        plan.model
     ));
     say(&format!(
         "estimated usage: about {:.0} requests, {est_in} input tokens, {est_out} output tokens (budgets: input {}, output {})",
@@ -248,8 +270,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let dir = results::create_dir(&opts.results, &suite.name, started_unix as u64)
         .map_err(|e| RunError::Io(format!("cannot create a run folder in {}: {e}", opts.results.display())))?;
     let io = |what: &str, e: std::io::Error| RunError::Io(format!("cannot write {what} in {}: {e}", dir.display()));
-    std::fs::write(dir.join("run_suite.yml"), &suite_text).map_err(|e| io("run_suite.yml", e))?;
-    std::fs::write(dir.join("endpoint_spec.yml"), &endpoint_text).map_err(|e| io("endpoint_spec.yml", e))?;
+    for (name, text) in &inputs {
+        std::fs::write(dir.join(name), text).map_err(|e| io(name, e))?;
+    }
 
     let phases = suite.requests_per_second_rates.len();
     let clock = Arc::new(PhaseClock::new(
@@ -281,7 +304,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let sinks: Vec<Arc<dyn OutcomeSink>> = vec![aggregate.clone(), log.clone()];
     let (events_tx, mut events) = mpsc::channel(64);
     let ctx = RunContext {
-        host: String::new(),
+        host: plan.host.clone(),
         seed: rand::random(),
         stop_timeout: Duration::from_secs(30),
         allow: crate::llm::AllowList::any(),
@@ -459,8 +482,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         finished_utc: results::utc_iso(crate::metrics::unix_now()),
         outcome: outcome.clone(),
         endpoint: EndpointSummary {
-            provider: plan.endpoint.provider.clone(),
-            model: plan.endpoint.model.clone(),
+            provider: plan.provider.clone(),
+            model: plan.model.clone(),
             url: url.clone(),
         },
         phase_length_s: suite.test_length_in_seconds,

@@ -393,8 +393,14 @@ impl EndpointSpec {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub suite: RunSuite,
-    pub endpoint: EndpointSpec,
     pub config: TestConfig,
+    /// The target's base URL for scenarios with a relative endpoint
+    /// (tokenswarm's own format with `--host`); empty for tokenflood's.
+    pub host: String,
+    /// The URL of the first load type (printed, probed for network latency).
+    pub url: String,
+    pub provider: String,
+    pub model: String,
 }
 
 /// Translates the two files. Reads the Azure key from the environment
@@ -468,7 +474,79 @@ pub fn plan(suite: RunSuite, endpoint: EndpointSpec) -> Result<Plan, SpecError> 
         .map_err(|e| ep_err(format!("the translated test definition is invalid: {e}")))?;
     Ok(Plan {
         suite,
-        endpoint,
+        host: String::new(),
+        url,
+        provider: endpoint.provider.clone(),
+        model: endpoint.model.clone(),
+        config,
+    })
+}
+
+/// A standalone run of tokenswarm's own scenarios file (`tokenswarm run
+/// SCENARIOS.yaml --host URL`): it must be open loop with phases of one
+/// length and no ramps (the run suite's shape); `name` names the results.
+pub fn plan_from_scenarios(config: TestConfig, host: &str, name: &str) -> Result<Plan, SpecError> {
+    let sc_err = |message: String| SpecError {
+        file: "scenarios file",
+        message,
+    };
+    if config.load.mode != LoadMode::Open || config.load.phases.is_empty() {
+        return Err(sc_err(
+            "field `load.mode` must be `open` with `load.phases` for a standalone run \
+             (e.g. load: {mode: open, phases: [{rate: 1, duration_s: 10}, {rate: 2, duration_s: 10}]})"
+                .into(),
+        ));
+    }
+    let length = config.load.phases[0].duration_s;
+    for (i, p) in config.load.phases.iter().enumerate() {
+        if p.duration_s != length || p.ramp_s != 0.0 {
+            return Err(sc_err(format!(
+                "load.phases[{i}] has duration_s {} and ramp_s {}; a standalone run needs phases of one length \
+                 ({length} s, the first phase's) without ramps",
+                p.duration_s, p.ramp_s
+            )));
+        }
+    }
+    let first = &config.scenarios[0];
+    let url = crate::llm::request::url(first, host)
+        .map_err(|e| sc_err(e.to_string()))?
+        .to_string();
+    let mut clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        clean = "scenarios".into();
+    }
+    let suite = RunSuite {
+        name: clean,
+        requests_per_second_rates: config.load.phases.iter().map(|p| p.rate).collect(),
+        test_length_in_seconds: length,
+        load_types: config
+            .scenarios
+            .iter()
+            .map(|s| LoadType {
+                prompt_length: s.prompt_length,
+                prefix_length: s.prefix_length,
+                output_length: s.output_length,
+                weight: f64::from(s.weight.max(1)),
+            })
+            .collect(),
+        percentiles: default_percentiles(),
+        input_token_budget: config.safety.input_token_budget,
+        output_token_budget: config.safety.output_token_budget,
+        error_limit: config.safety.error_limit,
+        task: None,
+        token_set: None,
+    };
+    suite.validate()?;
+    Ok(Plan {
+        suite,
+        host: host.to_string(),
+        url,
+        provider: format!("{:?}", first.provider),
+        model: first.model.clone(),
         config,
     })
 }
