@@ -77,6 +77,9 @@ pub struct RunContext {
     pub stop_timeout: Duration,
     /// The worker operator's bounds on hosts and key variables.
     pub allow: crate::llm::AllowList,
+    /// Sinks of every request besides the Locust window (`--requests-out`,
+    /// `--metrics-addr`, the standalone aggregate).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 /// One request of the load: send it, measure it, record it, check safety.
@@ -210,7 +213,8 @@ impl Engine {
         ctx: RunContext,
         events: mpsc::Sender<EngineEvent>,
     ) -> Result<Engine, EngineError> {
-        Engine::start_with_sinks(config, ctx, events, Vec::new())
+        let sinks = ctx.sinks.0.clone();
+        Engine::start_with_sinks(config, ctx, events, sinks)
     }
 
     /// Like [`Engine::start`], with more sinks after the Locust window
@@ -305,6 +309,11 @@ impl Engine {
                 }));
             }
         }
+    }
+
+    /// Places this worker among the cluster's (see `load::cluster`).
+    pub fn set_slot(&self, slot: crate::load::cluster::ClusterSlot) {
+        self.controller.set_slot(slot);
     }
 
     pub fn user_counts(&self) -> BTreeMap<String, u32> {
