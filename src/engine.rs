@@ -31,7 +31,7 @@ use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
 use crate::load::saturation::{self, SaturationFeed};
 use crate::load::{Controller, LagSink, LoadPlan, Task};
-use crate::metrics::Recorder;
+use crate::metrics::{OutcomeSink, Recorder, RequestRecord};
 use crate::outcome::FailureKind;
 use crate::scenario::{LoadMode, TestConfig};
 
@@ -77,13 +77,17 @@ pub struct RunContext {
     pub stop_timeout: Duration,
     /// The worker operator's bounds on hosts and key variables.
     pub allow: crate::llm::AllowList,
+    /// Sinks of every request besides the Locust window (`--requests-out`,
+    /// `--metrics-addr`, the standalone aggregate).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 /// One request of the load: send it, measure it, record it, check safety.
 struct LlmTask {
     client: LlmClient,
     scenarios: Vec<PreparedScenario>,
-    recorder: Recorder,
+    /// The Locust window first, then any sinks the caller added.
+    sinks: Vec<Arc<dyn OutcomeSink>>,
     next_seq: AtomicU64,
     open_loop: bool,
     error_window: Option<Mutex<ErrorWindow>>,
@@ -94,15 +98,34 @@ struct LlmTask {
 impl LlmTask {
     /// Sends one request of scenario `class`, records it, returns whether it
     /// succeeded (and the failure text when not).
-    async fn request(&self, class: usize, scheduled: Instant, cancel: &CancellationToken) -> Result<(), String> {
+    async fn request(
+        &self,
+        class: usize,
+        scheduled: Instant,
+        cancel: &CancellationToken,
+        warmup: bool,
+    ) -> Result<(), String> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let mut outcome = self.client.execute(&self.scenarios[class], seq, cancel).await;
         if self.open_loop {
             outcome.queue = started.saturating_duration_since(scheduled);
         }
-        let note = self.recorder.record(class, &outcome, None);
-        if let Some(message) = note.divergence_warning {
+        let record = RequestRecord {
+            class,
+            scenario: self.scenarios[class].name(),
+            seq,
+            scheduled,
+            warmup,
+            outcome: &outcome,
+        };
+        let mut warnings = Vec::new();
+        for sink in &self.sinks {
+            if let Some(message) = sink.record(&record).divergence_warning {
+                warnings.push(message);
+            }
+        }
+        for message in warnings {
             let scenario = self.scenarios[class].name().to_string();
             let _ = self.events.send(EngineEvent::Warning { scenario, message }).await;
         }
@@ -138,7 +161,7 @@ impl LlmTask {
 
 impl Task for LlmTask {
     async fn run(&self, class: usize, scheduled: Instant, cancel: CancellationToken) {
-        let _ = self.request(class, scheduled, &cancel).await;
+        let _ = self.request(class, scheduled, &cancel, false).await;
     }
 }
 
@@ -190,6 +213,18 @@ impl Engine {
         ctx: RunContext,
         events: mpsc::Sender<EngineEvent>,
     ) -> Result<Engine, EngineError> {
+        let sinks = ctx.sinks.0.clone();
+        Engine::start_with_sinks(config, ctx, events, sinks)
+    }
+
+    /// Like [`Engine::start`], with more sinks after the Locust window
+    /// (the standalone aggregate, request logs, Prometheus).
+    pub fn start_with_sinks(
+        config: TestConfig,
+        ctx: RunContext,
+        events: mpsc::Sender<EngineEvent>,
+        extra_sinks: Vec<Arc<dyn OutcomeSink>>,
+    ) -> Result<Engine, EngineError> {
         let recorder = Recorder::new(&config.scenarios, config.slo);
         let open_loop = config.load.mode == LoadMode::Open;
         let concurrency = if open_loop {
@@ -217,7 +252,9 @@ impl Engine {
         let task = Arc::new(LlmTask {
             client,
             scenarios,
-            recorder: recorder.clone(),
+            sinks: std::iter::once(Arc::new(recorder.clone()) as Arc<dyn OutcomeSink>)
+                .chain(extra_sinks)
+                .collect(),
             next_seq: AtomicU64::new(ctx.seed.rotate_left(32) & 0xffff_ffff_0000_0000),
             open_loop,
             error_window: ErrorWindow::from_safety(&config.safety).map(Mutex::new),
@@ -315,6 +352,21 @@ impl Engine {
         }
     }
 
+    /// Open loop: the last phase has ended and no more arrivals will come.
+    pub fn is_schedule_finished(&self) -> bool {
+        self.controller.is_schedule_finished()
+    }
+
+    /// True once warm-up failed: no load will start.
+    pub fn warmup_failed(&self) -> bool {
+        matches!(self.phase, RunPhase::Failed)
+    }
+
+    /// Requests running now.
+    pub fn in_flight(&self) -> usize {
+        self.controller.in_flight()
+    }
+
     /// The metrics handle; outlives the engine until the final report.
     pub fn recorder(&self) -> Recorder {
         self.recorder.clone()
@@ -350,7 +402,7 @@ async fn warm_up(task: Arc<LlmTask>, cancel: CancellationToken) -> Result<(), St
     for class in 0..task.scenarios.len() {
         let (task, cancel) = (task.clone(), cancel.clone());
         handles.push(tokio::spawn(async move {
-            let r = task.request(class, Instant::now(), &cancel).await;
+            let r = task.request(class, Instant::now(), &cancel, true).await;
             (class, r)
         }));
     }

@@ -11,11 +11,14 @@
 //! - [`llm`]: token-shaped prompts, request bodies per provider, SSE parsing,
 //!   per-request timings.
 //! - [`load`]: users and arrival schedules: ramps, wait times, open-loop rates.
-//! - [`metrics`]: aggregation of outcomes into Locust entries and LLM histograms.
+//! - [`metrics`]: the one pipeline of sinks (`metrics::sink`): Locust windows
+//!   and LLM histograms, per-request export, Prometheus.
 //! - [`locust`]: the Locust worker protocol; `locust::wire` alone sees msgpack.
 //! - [`engine`]: one test run on a worker: wires load, LLM client and metrics.
 //! - [`shutdown`]: SIGINT/SIGTERM for every subcommand.
 //! - [`sim`]: the built-in OpenAI/Anthropic-compatible server simulator.
+//! - [`standalone`]: `tokenswarm run` without a master (tokenflood's run
+//!   suites and endpoint specs) and its results folder.
 //! - [`units`]: float seconds from users to bounded `Duration`s (the only place).
 
 pub mod engine;
@@ -27,4 +30,5 @@ pub mod outcome;
 pub mod scenario;
 pub mod shutdown;
 pub mod sim;
+pub mod standalone;
 pub mod units;

@@ -27,6 +27,19 @@ enum Command {
     Worker(WorkerArgs),
     /// Run the built-in OpenAI/Anthropic-compatible LLM server simulator.
     Sim(Box<tokenswarm::sim::SimArgs>),
+    /// Run a tokenflood run suite against an endpoint spec, without a
+    /// master; writes results/<UTC timestamp>_<suite name>/.
+    Run(RunArgs),
+    /// Write a starter run_suite.yml and endpoint_spec.yml that run
+    /// against `tokenswarm sim --port 8000`.
+    Init {
+        /// Directory to write them in.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate a scenarios file and print what it defines.
     Check {
         /// Path to the scenarios YAML file.
@@ -71,6 +84,45 @@ struct WorkerArgs {
         value_delimiter = ','
     )]
     allow_key_envs: Vec<String>,
+    /// Append one JSON line per finished request to FILE (request id,
+    /// scenario, send time, TTFT, TTFA, TPOT, E2E, tokens, status, failure kind).
+    #[arg(long, value_name = "FILE")]
+    requests_out: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// tokenflood run suite (YAML), or tokenswarm's scenarios file with --host.
+    run_suite: std::path::PathBuf,
+    /// tokenflood endpoint spec (YAML); leave out with --host.
+    #[arg(required_unless_present = "host")]
+    endpoint: Option<std::path::PathBuf>,
+    /// Target base URL for a tokenswarm scenarios file (open loop, phases
+    /// of one length): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
+    #[arg(long, conflicts_with = "endpoint")]
+    host: Option<String>,
+    /// Start without asking for confirmation (required without a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Folder that receives the run folder.
+    #[arg(long, default_value = "results")]
+    results: std::path::PathBuf,
+    /// Exit 1 when the whole run's value is above the limit (repeatable):
+    /// error_rate=FRACTION or {latency,ttft,tpot,itl}_{mean,pNN}_ms=MS.
+    #[arg(long = "fail-on", value_name = "METRIC=LIMIT")]
+    fail_on: Vec<tokenswarm::standalone::Threshold>,
+    /// Goodput SLO: time to first token, ms.
+    #[arg(long)]
+    slo_ttft_ms: Option<f64>,
+    /// Goodput SLO: time per output token, ms.
+    #[arg(long)]
+    slo_tpot_ms: Option<f64>,
+    /// Goodput SLO: end to end, ms.
+    #[arg(long)]
+    slo_e2e_ms: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -96,16 +148,75 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Worker(args) => {
                 let allow = tokenswarm::llm::AllowList::new(&args.allow_hosts, &args.allow_key_envs)?;
+                let mut sinks = tokenswarm::metrics::sink::Sinks::default();
+                if let Some(path) = &args.requests_out {
+                    let log = tokenswarm::metrics::export::RequestLog::create(
+                        tokenswarm::metrics::export::Format::Jsonl,
+                        path,
+                        None,
+                        Box::new(|_| String::new()),
+                    )
+                    .with_context(|| format!("--requests-out {}: cannot create the file", path.display()))?;
+                    sinks.0.push(std::sync::Arc::new(log));
+                }
+                if let Some(addr) = &args.metrics_addr {
+                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                        format!("--metrics-addr {addr}: cannot listen (use HOST:PORT, e.g. 127.0.0.1:9100)")
+                    })?;
+                    let registry = tokenswarm::metrics::prometheus::Prometheus::new();
+                    sinks.0.push(registry.clone());
+                    tokio::spawn(registry.serve(listener));
+                }
                 let opts = WorkerOptions {
                     master_host: args.master_host,
                     master_port: args.master_port,
                     master_timeout: args.master_timeout,
                     node_id: args.node_id,
                     allow,
+                    sinks,
                 };
                 tokenswarm::locust::run(opts, tokenswarm::shutdown::signal())
                     .await
                     .map_err(anyhow::Error::from)
+            }
+            Command::Run(a) => {
+                let opts = tokenswarm::standalone::RunOptions {
+                    run_suite: a.run_suite,
+                    endpoint: a.endpoint,
+                    host: a.host,
+                    yes: a.yes,
+                    results: a.results,
+                    fail_on: a.fail_on,
+                    slo: tokenswarm::scenario::Slo {
+                        ttft_ms: a.slo_ttft_ms,
+                        tpot_ms: a.slo_tpot_ms,
+                        e2e_ms: a.slo_e2e_ms,
+                    },
+                };
+                tokenswarm::standalone::run(opts, tokenswarm::shutdown::signal())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
+            Command::Init { dir, force } => {
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                for (name, text) in [
+                    ("run_suite.yml", tokenswarm::standalone::INIT_RUN_SUITE),
+                    ("endpoint_spec.yml", tokenswarm::standalone::INIT_ENDPOINT),
+                ] {
+                    let path = dir.join(name);
+                    if path.exists() && !force {
+                        anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+                    }
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                println!(
+                    "next: tokenswarm sim --port 8000 &  then  tokenswarm run {} {}",
+                    dir.join("run_suite.yml").display(),
+                    dir.join("endpoint_spec.yml").display()
+                );
+                Ok(())
             }
             Command::Sim(args) => tokenswarm::sim::run(*args).await.map_err(anyhow::Error::from),
             Command::Check { file } => {
@@ -135,8 +246,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = match e.downcast_ref::<WorkerError>() {
-                Some(WorkerError::MasterLost { .. }) => 3,
+            let code = match (
+                e.downcast_ref::<WorkerError>(),
+                e.downcast_ref::<tokenswarm::standalone::RunError>(),
+            ) {
+                (Some(WorkerError::MasterLost { .. }), _) => 3,
+                (_, Some(r)) => r.exit_code(),
                 _ => 2,
             };
             ExitCode::from(code)

@@ -70,6 +70,11 @@ async fn success_sends_the_right_request_and_reuses_the_connection() {
     assert!(head.starts_with("post /v1/chat/completions http/1.1"), "{head}");
     assert!(head.contains("content-type: application/json") && head.contains("accept: text/event-stream"));
     assert!(!head.contains("authorization"));
+    // Every request names itself; the per-request rows carry the same id.
+    for (seq, r) in seen.iter().enumerate() {
+        let want = format!("x-request-id: {}", tokenswarm::llm::client::request_id(seq as u64));
+        assert!(r.head.to_ascii_lowercase().contains(&want), "{want} in {}", r.head);
+    }
     let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(body["stream"], true);
     assert_eq!(body["max_tokens"], 20);

@@ -92,6 +92,16 @@ use super::stream::{Flow, ResponseReader};
 use crate::outcome::{Failure, FailureKind, Outcome};
 use crate::scenario::{Scenario, Timeouts};
 
+/// The header that names each request; the per-request rows carry the
+/// same id (`metrics::sink::RequestRecord::request_id`).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The `x-request-id` of request `seq`: 16 hex digits. Request numbers are
+/// distinct per worker (the engine starts them at a per-worker offset).
+pub fn request_id(seq: u64) -> String {
+    format!("{seq:016x}")
+}
+
 /// How long to keep reading after the end marker, to reuse the connection.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(50);
 /// Error bodies are read up to this many bytes for the failure message.
@@ -267,6 +277,7 @@ impl PreparedScenario {
     fn request(&self, http: &reqwest::Client, seq: u64) -> reqwest::RequestBuilder {
         http.post(self.url.clone())
             .headers(self.headers.clone())
+            .header(REQUEST_ID_HEADER, request_id(seq))
             .body(self.body(seq))
     }
 }

@@ -64,6 +64,8 @@ pub struct WorkerOptions {
     pub node_id: Option<String>,
     /// Hosts and key variables the master may use (`--allow-host`, `--allow-key-env`).
     pub allow: crate::llm::AllowList,
+    /// Sinks added to every run (`--requests-out`, `--metrics-addr`).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +183,7 @@ pub async fn drive<E: RunEngine, C: Connector>(
     let endpoint = format!("tcp://{}:{}", opts.master_host, opts.master_port);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut worker = Worker::<E>::new(seed_from(&node_id), opts.allow.clone());
+    worker.sinks = opts.sinks.clone();
     info!(node_id, endpoint, "tokenswarm worker starting");
     let mut last_contact = Instant::now();
     loop {
@@ -296,6 +299,8 @@ struct Worker<E> {
     allow: crate::llm::AllowList,
     /// The worker index from the latest `ack` (spreads starts across workers).
     index: Option<i64>,
+    /// Sinks added to every run besides the Locust window.
+    sinks: crate::metrics::sink::Sinks,
 }
 
 /// Resolves when the stop in progress has finished; pending when none is.
@@ -334,6 +339,7 @@ impl<E: RunEngine> Worker<E> {
             runs: 0,
             allow,
             index: None,
+            sinks: Default::default(),
         }
     }
 
@@ -583,6 +589,7 @@ impl<E: RunEngine> Worker<E> {
                 seed: self.seed.wrapping_add(self.runs),
                 stop_timeout: self.stop_timeout,
                 allow: self.allow.clone(),
+                sinks: self.sinks.clone(),
             };
             match E::start(config, ctx, self.events_tx.clone()) {
                 Ok(engine) => {
@@ -783,6 +790,7 @@ mod tests {
             master_timeout: Duration::from_secs(5),
             node_id: Some("w1".into()),
             allow: Default::default(),
+            sinks: Default::default(),
         }
     }
 

@@ -17,9 +17,14 @@
 //! plus one row per kind group per scenario, however hostile the target,
 //! and every failure is still counted exactly once.
 
+pub mod export;
 pub mod llm;
+pub mod prometheus;
 pub mod report;
 pub mod request;
+pub mod sink;
+
+pub use sink::{OutcomeSink, RequestRecord};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -87,3 +87,82 @@ pub struct LlmReport {
     pub v: u32,
     pub scenarios: BTreeMap<String, ScenarioReport>,
 }
+
+impl HistReport {
+    /// Adds `other`'s samples: the merge the master's Python does too
+    /// (bucket counts add, sums add, min/max combine).
+    pub fn merge(&mut self, other: &HistReport) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        self.count = self.count.saturating_add(other.count);
+        self.sum = self.sum.saturating_add(other.sum);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        for (k, n) in &other.hist {
+            let c = self.hist.entry(*k).or_default();
+            *c = c.saturating_add(*n);
+        }
+    }
+
+    /// The `p`-th percentile (0 < p <= 100) in microseconds: the smallest
+    /// bucket whose cumulative count reaches `ceil(p/100 * count)`, clamped
+    /// to the exact min and max. None when empty.
+    pub fn percentile_us(&self, p: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (v, n) in &self.hist {
+            seen = seen.saturating_add(*n);
+            if seen >= rank {
+                return Some((*v).clamp(self.min, self.max));
+            }
+        }
+        Some(self.max)
+    }
+
+    /// Mean in microseconds (exact: from the sum). None when empty.
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum as f64 / self.count as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Percentiles of merged reports equal those of one report holding all
+    /// samples, and the rank rule picks the expected buckets.
+    #[test]
+    fn merged_histograms_give_the_percentiles_of_all_samples() {
+        let make = |vals: &[u64]| {
+            let mut h = HistReport::default();
+            for &v in vals {
+                h.merge(&HistReport {
+                    count: 1,
+                    sum: v,
+                    min: v,
+                    max: v,
+                    hist: BTreeMap::from([(v, 1)]),
+                });
+            }
+            h
+        };
+        let all: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let mut a = make(&all[..37]);
+        a.merge(&make(&all[37..]));
+        let b = make(&all);
+        assert_eq!(a, b);
+        assert_eq!(b.percentile_us(50.0), Some(50_000));
+        assert_eq!(b.percentile_us(99.0), Some(99_000));
+        assert_eq!(b.percentile_us(100.0), Some(100_000));
+        assert_eq!(b.mean_us(), Some(50_500.0));
+        assert_eq!(HistReport::default().percentile_us(50.0), None);
+    }
+}
