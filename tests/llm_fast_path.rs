@@ -84,7 +84,9 @@ fn recorded_streams_agree_and_token_events_take_the_fast_path() {
             check(ev);
             let p = own_provider(name);
             let usage_or_error = data.windows(6).any(|w| w == b"usage\"")
-                && !data.windows(13).any(|w| w == b"\"usage\":null}" || w == b"\"usage\": null")
+                && !data
+                    .windows(13)
+                    .any(|w| w == b"\"usage\":null}" || w == b"\"usage\": null")
                 || data.windows(5).any(|w| w == b"error")
                 || data.windows(13).any(|w| w == b"message_start" || w == b"content_block")
                     && !data.windows(19).any(|w| w == b"content_block_delta");
@@ -193,7 +195,11 @@ impl Gen {
         self.out.push(b'"');
         let n = self.rng.random_range(1..=3);
         // Mostly valid text (the first ten), sometimes anything.
-        let pool = if self.rng.random_bool(0.7) { &STRINGS[..10] } else { STRINGS };
+        let pool = if self.rng.random_bool(0.7) {
+            &STRINGS[..10]
+        } else {
+            STRINGS
+        };
         for _ in 0..n {
             let s = self.pick(pool);
             self.out.extend_from_slice(s);
@@ -207,8 +213,20 @@ impl Gen {
 
     fn number(&mut self) {
         let n: &str = self.pick(&[
-            "0", "7", "-1", "1764750000", "3.25", "1e3", "-0.5E-2", "18446744073709551616", "1e400", "01", "1.", "-",
-            "2e", "64",
+            "0",
+            "7",
+            "-1",
+            "1764750000",
+            "3.25",
+            "1e3",
+            "-0.5E-2",
+            "18446744073709551616",
+            "1e400",
+            "01",
+            "1.",
+            "-",
+            "2e",
+            "64",
         ]);
         self.raw(n);
     }
@@ -395,7 +413,15 @@ impl Gen {
         match self.rng.random_range(0..10) {
             0 => self.raw("[DONE]"),
             1..=5 => {
-                let keys = self.keys(&["id", "object", "created", "model", "system_fingerprint", "choices", "usage"]);
+                let keys = self.keys(&[
+                    "id",
+                    "object",
+                    "created",
+                    "model",
+                    "system_fingerprint",
+                    "choices",
+                    "usage",
+                ]);
                 self.object_with(keys.iter().map(String::as_str), |g, k| g.known(k));
             }
             6..=8 => {
@@ -455,7 +481,10 @@ fn generated_and_mutated_corpus_agrees_with_the_full_parser() {
             g.mutate();
         }
         let data = std::mem::take(&mut g.out);
-        let ev = SseEvent { event: name, data: &data };
+        let ev = SseEvent {
+            event: name,
+            data: &data,
+        };
         fast_answers += check(ev);
         let full = event::full(Provider::OpenaiChat, ev, &scrub);
         invalid += usize::from(full.failure.is_some());
@@ -465,9 +494,23 @@ fn generated_and_mutated_corpus_agrees_with_the_full_parser() {
         g.out = data;
     }
     let asked = EVENTS * PROVIDERS.len();
-    eprintln!("fast path answered {fast_answers} of {asked}; full parser rejected {invalid} of {EVENTS}; fast token events {tokens}");
-    assert!(fast_answers > asked / 20, "fast path answered {fast_answers} of {asked}");
-    assert!(fast_answers < asked * 9 / 10, "fast path answered {fast_answers} of {asked}");
-    assert!(invalid > EVENTS / 10, "only {invalid} events were rejected by the full parser");
-    assert!(tokens > EVENTS / 50, "only {tokens} token events were decided by the fast path");
+    eprintln!(
+        "fast path answered {fast_answers} of {asked}; full parser rejected {invalid} of {EVENTS}; fast token events {tokens}"
+    );
+    assert!(
+        fast_answers > asked / 20,
+        "fast path answered {fast_answers} of {asked}"
+    );
+    assert!(
+        fast_answers < asked * 9 / 10,
+        "fast path answered {fast_answers} of {asked}"
+    );
+    assert!(
+        invalid > EVENTS / 10,
+        "only {invalid} events were rejected by the full parser"
+    );
+    assert!(
+        tokens > EVENTS / 50,
+        "only {tokens} token events were decided by the fast path"
+    );
 }
