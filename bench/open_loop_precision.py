@@ -71,6 +71,7 @@ def gap_stats(times, ideal):
 
 def analyse(log_path, rate, duration, skip, workers):
     arrivals = []
+    sim_ttft_us = []
     statuses = {}
     with open(log_path) as f:
         for line in f:
@@ -79,6 +80,8 @@ def analyse(log_path, rate, duration, skip, workers):
                 continue
             rec = json.loads(line)
             arrivals.append(rec["arrival_unix_s"])
+            if rec.get("ttft_us") is not None:
+                sim_ttft_us.append(rec["ttft_us"])
             statuses[str(rec.get("status"))] = statuses.get(str(rec.get("status")), 0) + 1
     arrivals.sort()
     if len(arrivals) < 10:
@@ -93,8 +96,14 @@ def analyse(log_path, rate, duration, skip, workers):
         if k < int(duration):
             bins[k] = bins.get(k, 0) + 1
     full_bins = [bins.get(k, 0) for k in range(int(skip), int(duration - skip))]
+    sim_ttft_us.sort()
     return {
         "arrivals": len(arrivals),
+        "sim_ttft_us": {
+            "count": len(sim_ttft_us),
+            "p50": sim_ttft_us[int(0.5 * (len(sim_ttft_us) - 1))] if sim_ttft_us else None,
+            "p99": sim_ttft_us[int(0.99 * (len(sim_ttft_us) - 1))] if sim_ttft_us else None,
+        },
         "expected_arrivals": rate * duration,
         "statuses": statuses,
         "first_arrival_unix_s": t0,
@@ -122,6 +131,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--arrival", default="constant", choices=["constant", "poisson", "gamma"])
     ap.add_argument("--skip", type=float, default=1.0, help="seconds left out at each end")
+    ap.add_argument("--sim-args", default="--no-latency",
+                    help='simulator latency flags, e.g. "--ttft-ms 40 --tpot-ms 0 --prefill-us-per-token 0" (issue 12.4: TTFT 40 ms, answer in one write)')
     ap.add_argument("--sim-cpu", default=None, help="pin the simulator (default: unpinned)")
     ap.add_argument("--worker-cpu", default=None, help="pin the workers (default: unpinned)")
     ap.add_argument("--out", default=os.path.join(c.BENCH, "results"))
@@ -143,7 +154,7 @@ def main():
     env["BENCH_LOAD"] = json.dumps(load)
     env["BENCH_LLM_OUT"] = os.path.join(workdir, "llm.json")
     env.setdefault("RUST_LOG", "warn")
-    sim, sim_url = c.start_sim(workdir, "open", ["--no-latency", "--log-requests", log_path], a.sim_cpu)
+    sim, sim_url = c.start_sim(workdir, "open", a.sim_args.split() + ["--log-requests", log_path], a.sim_cpu)
     master_port = c.free_port()
     workers = [
         c.Proc(
@@ -179,9 +190,16 @@ def main():
     res = analyse(log_path, a.rate, a.duration, a.skip, a.workers)
     row = c.read_csv_row(csv_prefix)
     lag = {}
+    ttft = {}
     try:
         with open(env["BENCH_LLM_OUT"]) as f:
             llm = json.load(f)
+        t = llm["scenarios"]["Chat"]["metrics"].get("ttft") or {}
+        ttft = {
+            "count": t.get("count"),
+            "p50_us": c.hist_percentile(t.get("hist") or {}, 0.5),
+            "p99_us": c.hist_percentile(t.get("hist") or {}, 0.99),
+        }
         m = llm["scenarios"]["Chat"]["metrics"].get("lag") or {}
         h = m.get("hist") or {}
         lag = {
@@ -206,6 +224,7 @@ def main():
         "sim_stats": stats,
         "analysis": res,
         "lag": lag,
+        "client_ttft": ttft,
         "machine_busy_cpu_s": {k: round(b1[k] - b0[k], 2) for k in b1},
         "loadavg_1m_at_start": load0,
         "worker_cpu_s": [w.rusage_cpu for w in workers],
@@ -257,6 +276,15 @@ def main():
             ", ".join("%.2f" % (x or 0) for x in result["worker_cpu_s"]), result["sim_cpu_s"] or 0, result["other_processes_cpu_s"], result["machine_busy_cpu_s"]["all"]))
         verdict = "meets" if abs(r["rate_error_pct"]) <= 1.0 else "does NOT meet"
         print("- %s the 1 %% rate-error target at %g req/s" % (verdict, a.rate))
+        worst_bin = max(abs(n - a.rate) / a.rate * 100 for n in r["per_second"]["counts"])
+        print("- every full second's arrivals within %.2f %% of the target (goal 2 %%): %s" % (worst_bin, "yes" if worst_bin <= 2 else "NO"))
+        st = r["sim_ttft_us"]
+        if ttft.get("p50_us") is not None and st["p50"] is not None:
+            d50, d99 = (ttft["p50_us"] - st["p50"]) / 1000, (ttft["p99_us"] - st["p99"]) / 1000
+            print("- TTFT p50 client %.2f ms vs simulator %.2f ms (%+.2f ms, goal 1 ms); p99 client %.2f ms vs simulator %.2f ms (%+.2f ms, goal 5 ms)" % (
+                ttft["p50_us"] / 1000, st["p50"] / 1000, d50, ttft["p99_us"] / 1000, st["p99"] / 1000, d99))
+        exact = result["master_requests"] == stats.get("requests")
+        print("- counts: master %s, simulator %s: %s" % (result["master_requests"], stats.get("requests"), "exact" if exact else "NOT exact"))
     else:
         print("too few arrivals: %s" % r)
     print("\nresults: %s\nlogs: %s" % (os.path.relpath(path, c.ROOT), workdir))

@@ -274,6 +274,11 @@ impl Engine {
         }
     }
 
+    /// Places this worker among the cluster's (see `load::cluster`).
+    pub fn set_slot(&self, slot: crate::load::cluster::ClusterSlot) {
+        self.controller.set_slot(slot);
+    }
+
     pub fn user_counts(&self) -> BTreeMap<String, u32> {
         self.controller.user_counts()
     }

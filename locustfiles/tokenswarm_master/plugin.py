@@ -289,6 +289,7 @@ def install(environment, state):
                 return None
         elif isinstance(getattr(opts, "tokenswarm_config", None), dict):
             opts.tokenswarm_config["cluster_users"] = user_count
+            opts.tokenswarm_config["worker_count"] = runner.worker_count
         return original_start(user_count, spawn_rate, *args, **kwargs)
 
     runner.start = start
@@ -464,7 +465,12 @@ def setup(scenarios_path, user_class_names, events=default_events):
             _end_when_schedule_ends(environment, state, cfg)
         state.config = cfg
         state.slo = {k: v for k, v in cfg["slo"].items() if v is not None}
-        environment.parsed_options.tokenswarm_config = {**cfg, "cluster_users": environment.runner.target_user_count}
+        environment.parsed_options.tokenswarm_config = {
+            **cfg,
+            "cluster_users": environment.runner.target_user_count,
+            # with the ack index, workers spread their starts across the cluster
+            "worker_count": environment.runner.worker_count,
+        }
 
     @events.spawning_complete.add_listener
     def _spawned(**_kw):

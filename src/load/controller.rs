@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::arrivals::{InterArrival, RateSchedule};
+use super::cluster::ClusterSlot;
 use super::{LagSink, LoadPlan, Task};
 use crate::scenario::{LoadMode, Wait};
 
@@ -100,6 +101,8 @@ struct Shared<T> {
     schedule_finished: AtomicBool,
     /// Seeds for users' wait-time draws.
     next_user: AtomicU64,
+    /// This worker's shift among the cluster's starts (see `load::cluster`).
+    slot: Mutex<ClusterSlot>,
     /// Start nothing new.
     stopping: CancellationToken,
     /// Parent of every request's cancel token.
@@ -178,6 +181,7 @@ impl<T: Task> Controller<T> {
                 in_flight: AtomicUsize::new(0),
                 schedule_finished: AtomicBool::new(false),
                 next_user: AtomicU64::new(0),
+                slot: Mutex::new(ClusterSlot::solo()),
                 stopping: CancellationToken::new(),
                 kill: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -268,6 +272,12 @@ impl<T: Task> Controller<T> {
         }
     }
 
+    /// Places this worker in the cluster: later step starts and the next
+    /// open-loop arrival draw are shifted by its fraction of an interval.
+    pub fn set_slot(&self, slot: ClusterSlot) {
+        *self.shared.slot.lock().unwrap_or_else(|e| e.into_inner()) = slot;
+    }
+
     /// Running users per class (all classes of the plan). In open loop, the
     /// user targets last applied.
     pub fn user_counts(&self) -> BTreeMap<String, u32> {
@@ -351,6 +361,10 @@ async fn start_users<T: Task>(
         }
     };
     let k = order.len() as u32;
+    // Shift the whole grid by this worker's share of one start interval,
+    // so the cluster's workers do not start their users together.
+    let slot = *shared.slot.lock().unwrap_or_else(|e| e.into_inner());
+    let start = start + slot.offset(step_len / k);
     for (i, &class) in order.iter().enumerate() {
         let due = start + step_len * i as u32 / k;
         tokio::select! {
@@ -464,11 +478,21 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
     // after the master's phase clock (warm-up, a late join) begins at the
     // current point of the schedule, not with a backlog.
     let mut t = origin.elapsed().as_secs_f64();
+    // The first draw after a (re)start is stretched by this worker's cluster
+    // fraction, so workers that got the same step at once do not fire in
+    // lockstep (see `load::cluster`).
+    let mut fresh = true;
     loop {
         let s = *share.borrow_and_update();
+        let stretch = if fresh {
+            fresh = false;
+            1.0 + shared.slot.lock().unwrap_or_else(|e| e.into_inner()).fraction()
+        } else {
+            1.0
+        };
         // With no share, nothing is due before the schedule ends.
         let next = if s > 0.0 {
-            let Some(next) = rates.advance(t, gaps.next_gap() / s) else {
+            let Some(next) = rates.advance(t, gaps.next_gap() * stretch / s) else {
                 break;
             };
             Some(next)
@@ -486,6 +510,7 @@ async fn schedule<T: Task>(shared: Arc<Shared<T>>, mut share: watch::Receiver<f6
                     return;
                 }
                 t = f64::max(t, origin.elapsed().as_secs_f64());
+                fresh = true;
                 continue;
             }
             _ = sleep_until(due) => {}

@@ -9,6 +9,7 @@
 //!   per-class user targets into running users (closed loop) or a share of
 //!   the cluster's arrival rate (open loop).
 //! - [`arrivals`]: the open-loop rate curve and inter-arrival draws (pure).
+//! - [`cluster`]: this worker's shift among the cluster's starts (pure).
 //! - [`saturation`]: whether this worker keeps up (runtime and scheduler
 //!   lag), reported to the master when it does not.
 //! - [`safety`]: error-rate and token-budget trip wires, and a pre-run token
@@ -21,6 +22,7 @@
 //! across the step instead of together at its start.
 
 pub mod arrivals;
+pub mod cluster;
 pub mod controller;
 pub mod safety;
 pub mod saturation;

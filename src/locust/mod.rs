@@ -1,11 +1,13 @@
 //! The Locust worker protocol.
 //!
 //! - [`wire`]: frames <-> typed messages; the only msgpack code.
-//! - [`transport`]: one disposable ZeroMQ DEALER connection.
-//! - [`worker`]: the loop that registers, heartbeats, spawns, stops, reports.
+//! - [`transport`]: one disposable connection: a minimal, bounded ZMTP 3.0 DEALER.
+//! - [`state`]: the protocol as a pure state machine (no I/O, table-tested).
+//! - [`worker`]: the driver that performs its actions: registers, heartbeats, spawns, stops, reports.
 //! - [`process`]: CPU and memory figures for the heartbeat.
 
 pub mod process;
+pub mod state;
 pub mod transport;
 pub mod wire;
 pub mod worker;

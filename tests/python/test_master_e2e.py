@@ -57,7 +57,7 @@ def test_headless_run_writes_files_and_ships_config(procs, tmp_path):
     assert [s["name"] for s in cfg["scenarios"]] == ["ChatShort", "ChatLong"]
     assert cfg["scenarios"][0]["prompt_length"] == 512 and cfg["scenarios"][1]["weight"] == 1
     assert cfg["slo"] == {"ttft_ms": 150.0, "tpot_ms": 100.0}
-    assert set(cfg) == {"v", "scenarios", "load", "slo", "safety", "timeouts", "cluster_users"}
+    assert set(cfg) == {"v", "scenarios", "load", "slo", "safety", "timeouts", "cluster_users", "worker_count"}
     assert cfg["load"]["mode"] == "closed" and cfg["safety"]["warmup"] is True
 
     rows = csv_rows((tmp_path / "run_llm.csv").read_text())
