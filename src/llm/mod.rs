@@ -7,7 +7,9 @@
 //! - [`prompt`]: exact-length prompts in word units (docs/contracts.md §1);
 //! - [`request`]: URL, headers and JSON bodies per [`Provider`](crate::scenario::Provider);
 //! - [`sse`]: Server-Sent-Events framing of a byte stream split anywhere;
-//! - [`stream`]: per-provider interpretation of events into a token timeline;
+//! - [`event`]: what one event means, per provider (the full parser), and
+//!   [`fast`]: the byte scanner that decides the common token chunks first;
+//! - [`stream`]: folds event meanings into a token timeline;
 //! - [`client`]: the HTTP client, timeouts, cancellation and the final `Outcome`.
 //!
 //! It must not touch metrics aggregation, load shaping or the Locust
@@ -41,6 +43,8 @@
 
 pub mod allow;
 pub mod client;
+pub mod event;
+pub mod fast;
 pub mod prompt;
 pub mod request;
 pub mod scrub;

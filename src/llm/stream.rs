@@ -36,11 +36,14 @@
 //! not an answer: the user got nothing to read).
 //!
 //! Unknown fields and events are ignored; the simulator's `sim` object is
-//! skipped like any unknown field. Parsing borrows from the event data and
-//! allocates nothing per event, except serde_json's scratch buffer for a
-//! string with escapes (e.g. `\n` in content) and the rare error paths; the
-//! only growing buffer is `itl_us`, pre-sized from the expected output
-//! length (tests/llm_sse.rs counts: 6 allocations for a 68-event stream).
+//! skipped like any unknown field. What an event means is decided in
+//! [`super::event`] (the full serde parser, the definition) after the byte
+//! scanner of [`super::fast`] has tried (it decides plain token chunks
+//! without serde and answers "ask the full parser" for anything else).
+//! Neither allocates per event, except serde_json's scratch buffer for a
+//! string with escapes and the rare error paths; the only growing buffer
+//! is `itl_us`, pre-sized from the expected output length
+//! (tests/llm_sse.rs counts the allocations of a 68-event stream).
 //!
 //! # Bounds
 //! - The SSE parser bounds lines and events ([`super::sse`]); crossing a
@@ -53,12 +56,11 @@
 //!   `serde_json::Value`), and every excerpt goes through the scenario's
 //!   [`Scrubber`] before it is stored.
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::time::Instant;
 
+use super::event::{self, Meaning, TokenKind, UsageReport};
 use super::scrub::Scrubber;
-use super::sse::{SseError, SseEvent, SseParser};
+use super::sse::{SseError, SseParser};
 use crate::outcome::{Failure, FailureKind, ItlTail, Usage};
 use crate::scenario::Provider;
 
@@ -155,13 +157,6 @@ pub struct ResponseReader {
     scrub: Scrubber,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TokenKind {
-    Answer,
-    Reasoning,
-    Tool,
-}
-
 impl ResponseReader {
     /// `expected_tokens` pre-sizes the ITL buffer (use the output length).
     pub fn new(provider: Provider, expected_tokens: usize) -> ResponseReader {
@@ -206,12 +201,9 @@ impl ResponseReader {
             if *stopped {
                 return;
             }
-            summary.events += 1;
-            let flow = match provider {
-                Provider::OpenaiChat | Provider::OpenaiCompletions => openai_event(summary, scrub, ev, at),
-                Provider::Anthropic => anthropic_event(summary, anthropic, scrub, ev, at),
-            };
-            *stopped = flow == Flow::Stop;
+            summary.events = summary.events.saturating_add(1);
+            let meaning = event::interpret(*provider, ev, scrub);
+            *stopped = apply(summary, anthropic, *provider, meaning, at) == Flow::Stop;
         });
         if let Err(e) = fed
             && !self.stopped
@@ -224,7 +216,7 @@ impl ResponseReader {
                 FailureKind::SseLineTooLong => "an SSE line is longer than the client's bound",
                 _ => "an SSE event is larger than the client's bound",
             };
-            fail(&mut self.summary, Failure::new(kind, what, &e.to_string()));
+            self.summary.failure = Some(Failure::new(kind, what, &e.to_string()));
             self.stopped = true;
         }
         if self.stopped { Flow::Stop } else { Flow::Continue }
@@ -273,523 +265,48 @@ fn token(s: &mut StreamSummary, at: Instant, kind: TokenKind) {
     }
 }
 
-fn fail(s: &mut StreamSummary, failure: Failure) -> Flow {
-    s.failure = Some(failure);
-    Flow::Stop
-}
-
-fn invalid(s: &mut StreamSummary, scrub: &Scrubber, e: serde_json::Error, data: &[u8]) -> Flow {
-    fail(
-        s,
-        Failure::new(
-            FailureKind::InvalidResponse,
-            "stream event is not valid JSON",
-            &format!("{e}: {}", scrub.excerpt(data)),
-        ),
-    )
-}
-
-/// An error event: its `type` (when a string) is the cause in the summary,
-/// its message the detail; anything else about it is per-request text.
-fn error_event(s: &mut StreamSummary, scrub: &Scrubber, err: Option<&ErrorInfo>, data: &[u8]) -> Flow {
-    let (cause, detail) = match err {
-        Some(ErrorInfo { kind, message: Some(m) }) => (kind.clone().unwrap_or_default(), scrub.excerpt(m.as_bytes())),
-        Some(ErrorInfo { kind, message: None }) => (kind.clone().unwrap_or_default(), scrub.excerpt(data)),
-        None => (String::new(), scrub.excerpt(data)),
-    };
-    fail(
-        s,
-        if cause.is_empty() {
-            Failure::new(FailureKind::ErrorEvent, "error event in stream", &detail)
-        } else {
-            Failure::with_cause(
-                FailureKind::ErrorEvent,
-                "error event in stream",
-                &scrub.message(cause),
-                &detail,
-            )
-        },
-    )
-}
-
-/// Longest text kept from one field of an error object while parsing; the
-/// excerpt then keeps fewer characters still.
-const ERROR_TEXT_BYTES: usize = 1024;
-
-/// What an `error` value (a string, or an object with `type` and
-/// `message`) said. Read while parsing, with each text cut to
-/// [`ERROR_TEXT_BYTES`], so a huge error object costs no more than that.
-#[derive(Default)]
-struct ErrorInfo {
-    kind: Option<String>,
-    message: Option<String>,
-}
-
-/// A JSON string cut to [`ERROR_TEXT_BYTES`]; any other value is `None`.
-struct ShortText(Option<String>);
-
-fn short(v: &str) -> String {
-    let mut end = v.len().min(ERROR_TEXT_BYTES);
-    while !v.is_char_boundary(end) {
-        end -= 1;
+/// Folds one event's meaning into the summary.
+fn apply(s: &mut StreamSummary, acc: &mut AnthropicInput, provider: Provider, m: Meaning, at: Instant) -> Flow {
+    if let Some(f) = m.failure {
+        s.failure = Some(f);
+        return Flow::Stop;
     }
-    v[..end].to_string()
-}
-
-impl<'de> Deserialize<'de> for ShortText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShortText, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ShortText;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShortText, E> {
-                Ok(ShortText(Some(short(v))))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ShortText, E> {
-                Ok(ShortText(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ShortText, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ShortText(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ShortText, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ShortText(None))
-            }
-        }
-        d.deserialize_any(V)
+    if let Some(kind) = m.token {
+        token(s, at, kind);
     }
-}
-
-impl<'de> Deserialize<'de> for ErrorInfo {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ErrorInfo, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        enum Key {
-            Type,
-            Message,
-            #[serde(other)]
-            Other,
+    s.finish_reason |= m.finish;
+    if let Some(u) = m.usage {
+        match provider {
+            Provider::OpenaiChat | Provider::OpenaiCompletions => {
+                s.usage.input_tokens = u.input.or(s.usage.input_tokens);
+                s.usage.output_tokens = u.output.or(s.usage.output_tokens);
+                s.usage.cached_tokens = u.cached.or(s.usage.cached_tokens);
+                s.usage.reasoning_tokens = u.reasoning.or(s.usage.reasoning_tokens);
+            }
+            Provider::Anthropic => anthropic_usage(s, acc, u),
         }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ErrorInfo;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an error string or object")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ErrorInfo, E> {
-                Ok(ErrorInfo {
-                    kind: None,
-                    message: Some(short(v)),
-                })
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ErrorInfo, E> {
-                Ok(ErrorInfo::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ErrorInfo, E> {
-                Ok(ErrorInfo::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ErrorInfo, E> {
-                Ok(ErrorInfo::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ErrorInfo, E> {
-                Ok(ErrorInfo::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ErrorInfo, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ErrorInfo::default())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ErrorInfo, A::Error> {
-                let mut info = ErrorInfo::default();
-                while let Some(k) = map.next_key::<Key>()? {
-                    match k {
-                        Key::Type => info.kind = map.next_value::<ShortText>()?.0,
-                        Key::Message => info.message = map.next_value::<ShortText>()?.0,
-                        Key::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(info)
-            }
-        }
-        d.deserialize_any(V)
     }
-}
-
-// ---------------------------------------------------------------- OpenAI
-
-#[derive(Deserialize)]
-struct OaChunk {
-    #[serde(default)]
-    choices: Choices,
-    #[serde(default)]
-    usage: Option<OaUsage>,
-    #[serde(default)]
-    error: Option<ErrorInfo>,
-    #[serde(default)]
-    object: Option<ObjectTag>,
-    #[serde(default)]
-    message: Option<ShortText>,
-}
-
-#[derive(Deserialize, PartialEq, Eq)]
-enum ObjectTag {
-    #[serde(rename = "error")]
-    Error,
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize)]
-struct OaChoice {
-    #[serde(default)]
-    delta: Option<OaDelta>,
-    /// Legacy completions.
-    #[serde(default)]
-    text: NonEmpty,
-    #[serde(default)]
-    finish_reason: NonEmpty,
-}
-
-#[derive(Deserialize)]
-struct OaDelta {
-    #[serde(default)]
-    content: NonEmpty,
-    #[serde(default)]
-    reasoning_content: NonEmpty,
-    #[serde(default)]
-    reasoning: NonEmpty,
-    #[serde(default)]
-    tool_calls: NonEmpty,
-}
-
-#[derive(Deserialize)]
-struct OaUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<OaPromptDetails>,
-    #[serde(default)]
-    completion_tokens_details: Option<OaCompletionDetails>,
-}
-
-#[derive(Deserialize)]
-struct OaPromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OaCompletionDetails {
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
-
-/// What the `choices` array of one chunk carried, folded without
-/// collecting the array (`null` or absent = nothing).
-#[derive(Default)]
-struct Choices {
-    answer: bool,
-    reasoning: bool,
-    tool: bool,
-    finish: bool,
-}
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Choices, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Choices;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of choices or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut c = Choices::default();
-                while let Some(choice) = seq.next_element::<OaChoice>()? {
-                    c.answer |= choice.text.0;
-                    if let Some(d) = choice.delta {
-                        c.answer |= d.content.0;
-                        c.reasoning |= d.reasoning_content.0 || d.reasoning.0;
-                        c.tool |= d.tool_calls.0;
-                    }
-                    c.finish |= choice.finish_reason.0;
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Whether a JSON value is "present": a non-empty string, array or object,
-/// or any number/bool; `null` and absent are not. Never allocates.
-#[derive(Default, Clone, Copy)]
-struct NonEmpty(bool);
-
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NonEmpty, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = NonEmpty;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(!v.is_empty()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(false))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(false))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(true))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(true))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(true))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(true))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty, A::Error> {
-                let first = seq.next_element::<IgnoredAny>()?.is_some();
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(NonEmpty(first))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NonEmpty, A::Error> {
-                let first = map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some();
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(NonEmpty(first))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn openai_event(s: &mut StreamSummary, scrub: &Scrubber, ev: SseEvent<'_>, at: Instant) -> Flow {
-    let data = ev.data.trim_ascii();
-    if data == b"[DONE]" {
+    if m.end {
         s.done = true;
         return Flow::Stop;
     }
-    let chunk: OaChunk = match serde_json::from_slice(data) {
-        Ok(c) => c,
-        Err(e) => {
-            if ev.event == b"error" {
-                return error_event(s, scrub, None, data);
-            }
-            return invalid(s, scrub, e, data);
-        }
-    };
-    if let Some(err) = &chunk.error {
-        return error_event(s, scrub, Some(err), data);
-    }
-    if chunk.object == Some(ObjectTag::Error) || ev.event == b"error" {
-        let info = chunk.message.map(|m| ErrorInfo {
-            kind: None,
-            message: m.0,
-        });
-        return error_event(s, scrub, info.as_ref(), data);
-    }
-    let c = chunk.choices;
-    if c.answer {
-        token(s, at, TokenKind::Answer);
-    } else if c.tool {
-        token(s, at, TokenKind::Tool);
-    } else if c.reasoning {
-        token(s, at, TokenKind::Reasoning);
-    }
-    s.finish_reason |= c.finish;
-    if let Some(u) = chunk.usage {
-        let usage = &mut s.usage;
-        usage.input_tokens = u.prompt_tokens.or(usage.input_tokens);
-        usage.output_tokens = u.completion_tokens.or(usage.output_tokens);
-        if let Some(cached) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
-            usage.cached_tokens = Some(cached);
-        }
-        if let Some(r) = u.completion_tokens_details.and_then(|d| d.reasoning_tokens) {
-            usage.reasoning_tokens = Some(r);
-        }
-    }
     Flow::Continue
 }
 
-// ------------------------------------------------------------- Anthropic
-
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum AnKind {
-    MessageStart,
-    ContentBlockStart,
-    ContentBlockDelta,
-    MessageDelta,
-    MessageStop,
-    Error,
-    #[default]
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize)]
-struct AnEvent {
-    #[serde(rename = "type", default)]
-    kind: AnKind,
-    #[serde(default)]
-    message: Option<AnMessage>,
-    #[serde(default)]
-    content_block: Option<AnBlock>,
-    #[serde(default)]
-    delta: Option<AnDelta>,
-    #[serde(default)]
-    usage: Option<AnUsage>,
-    #[serde(default)]
-    error: Option<ErrorInfo>,
-}
-
-#[derive(Deserialize)]
-struct AnMessage {
-    #[serde(default)]
-    usage: Option<AnUsage>,
-}
-
-#[derive(Deserialize)]
-struct AnBlock {
-    #[serde(default)]
-    text: NonEmpty,
-    #[serde(default)]
-    thinking: NonEmpty,
-}
-
-#[derive(Deserialize)]
-struct AnDelta {
-    #[serde(default)]
-    text: NonEmpty,
-    #[serde(default)]
-    thinking: NonEmpty,
-    #[serde(default)]
-    partial_json: NonEmpty,
-    #[serde(default)]
-    stop_reason: NonEmpty,
-}
-
-#[derive(Deserialize)]
-struct AnUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-}
-
-fn anthropic_usage(s: &mut StreamSummary, acc: &mut AnthropicInput, u: AnUsage) {
-    acc.input = u.input_tokens.or(acc.input);
-    acc.cache_read = u.cache_read_input_tokens.or(acc.cache_read);
-    acc.cache_creation = u.cache_creation_input_tokens.or(acc.cache_creation);
+fn anthropic_usage(s: &mut StreamSummary, acc: &mut AnthropicInput, u: UsageReport) {
+    acc.input = u.input.or(acc.input);
+    acc.cache_read = u.cached.or(acc.cache_read);
+    acc.cache_creation = u.cache_creation.or(acc.cache_creation);
     if acc.input.is_some() || acc.cache_read.is_some() || acc.cache_creation.is_some() {
-        s.usage.input_tokens =
-            Some(acc.input.unwrap_or(0) + acc.cache_read.unwrap_or(0) + acc.cache_creation.unwrap_or(0));
+        s.usage.input_tokens = Some(
+            acc.input
+                .unwrap_or(0)
+                .saturating_add(acc.cache_read.unwrap_or(0))
+                .saturating_add(acc.cache_creation.unwrap_or(0)),
+        );
     }
     s.usage.cached_tokens = acc.cache_read.or(s.usage.cached_tokens);
-    s.usage.output_tokens = u.output_tokens.or(s.usage.output_tokens);
-}
-
-fn anthropic_event(
-    s: &mut StreamSummary,
-    acc: &mut AnthropicInput,
-    scrub: &Scrubber,
-    ev: SseEvent<'_>,
-    at: Instant,
-) -> Flow {
-    if ev.event == b"ping" {
-        return Flow::Continue;
-    }
-    let data = ev.data.trim_ascii();
-    let e: AnEvent = match serde_json::from_slice(data) {
-        Ok(e) => e,
-        Err(err) => {
-            if ev.event == b"error" {
-                return error_event(s, scrub, None, data);
-            }
-            return invalid(s, scrub, err, data);
-        }
-    };
-    if e.kind == AnKind::Error || e.error.is_some() || ev.event == b"error" {
-        return error_event(s, scrub, e.error.as_ref(), data);
-    }
-    match e.kind {
-        AnKind::MessageStart => {
-            if let Some(u) = e.message.and_then(|m| m.usage) {
-                anthropic_usage(s, acc, u);
-            }
-        }
-        AnKind::ContentBlockStart => {
-            if let Some(b) = e.content_block {
-                if b.text.0 {
-                    token(s, at, TokenKind::Answer);
-                } else if b.thinking.0 {
-                    token(s, at, TokenKind::Reasoning);
-                }
-            }
-        }
-        AnKind::ContentBlockDelta => {
-            if let Some(d) = e.delta {
-                if d.text.0 {
-                    token(s, at, TokenKind::Answer);
-                } else if d.partial_json.0 {
-                    token(s, at, TokenKind::Tool);
-                } else if d.thinking.0 {
-                    token(s, at, TokenKind::Reasoning);
-                }
-            }
-        }
-        AnKind::MessageDelta => {
-            if let Some(u) = e.usage {
-                anthropic_usage(s, acc, u);
-            }
-            if e.delta.is_some_and(|d| d.stop_reason.0) {
-                s.finish_reason = true;
-            }
-        }
-        AnKind::MessageStop => {
-            s.done = true;
-            return Flow::Stop;
-        }
-        AnKind::Error | AnKind::Other => {}
-    }
-    Flow::Continue
+    s.usage.output_tokens = u.output.or(s.usage.output_tokens);
 }
 
 #[cfg(test)]
