@@ -352,6 +352,12 @@ impl Engine {
         }
     }
 
+    /// True once the warm-up is over and load has been applied (the first
+    /// [`Engine::spawn_done`] after a successful warm-up does it).
+    pub fn load_started(&self) -> bool {
+        matches!(self.phase, RunPhase::Running { .. })
+    }
+
     /// Open loop: the last phase has ended and no more arrivals will come.
     pub fn is_schedule_finished(&self) -> bool {
         self.controller.is_schedule_finished()

@@ -365,9 +365,14 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             },
             _ = tick.tick() => {
                 if !running {
+                    // Taken before the call that may start the load, so no
+                    // arrival of the first phase is scheduled before it.
                     let t = Instant::now();
-                    if engine.spawn_done() {
+                    let done = engine.spawn_done();
+                    if engine.load_started() {
                         clock.start(t);
+                    }
+                    if done {
                         running = true;
                         say("warm-up succeeded; load started");
                     } else if engine.warmup_failed() {
