@@ -88,19 +88,12 @@ fn openai(ev: SseEvent<'_>) -> Option<Meaning> {
                         if c.null()? {
                             return Some(());
                         }
-                        let mut seen = Seen::default();
-                        c.object(|c, key| {
-                            let (bit, flag) = match key {
-                                b"content" => (0, &mut answer),
-                                b"tool_calls" => (1, &mut tool),
-                                b"reasoning_content" => (2, &mut reasoning),
-                                b"reasoning" => (3, &mut reasoning),
-                                _ => return c.skip_value(),
-                            };
-                            seen.once(bit)?;
-                            *flag |= c.non_empty()?;
-                            Some(())
-                        })
+                        let [content, tools, reasoning_content, reasoning_text] =
+                            c.presence([b"content", b"tool_calls", b"reasoning_content", b"reasoning"])?;
+                        answer |= content;
+                        tool |= tools;
+                        reasoning |= reasoning_content | reasoning_text;
+                        Some(())
                     }
                     _ => c.skip_value(),
                 })
@@ -178,19 +171,9 @@ fn anthropic(ev: SseEvent<'_>) -> Option<Meaning> {
             if c.null()? {
                 return Some(());
             }
-            let mut seen = Seen::default();
-            c.object(|c, key| {
-                let (bit, flag) = match key {
-                    b"text" => (0, &mut text),
-                    b"partial_json" => (1, &mut partial_json),
-                    b"thinking" => (2, &mut thinking),
-                    b"stop_reason" => (3, &mut stop),
-                    _ => return c.skip_value(),
-                };
-                seen.once(bit)?;
-                *flag |= c.non_empty()?;
-                Some(())
-            })
+            [text, partial_json, thinking, stop] =
+                c.presence([b"text", b"partial_json", b"thinking", b"stop_reason"])?;
+            Some(())
         }
         b"message" => seen.once(2).and_then(|_| c.null()?.then_some(())),
         b"content_block" => seen.once(3).and_then(|_| c.null()?.then_some(())),
@@ -326,6 +309,23 @@ impl<'a> Cur<'a> {
                 _ => return None,
             }
         }
+    }
+
+    /// An object of which only `keys` matter: for each, whether it is
+    /// present and non-empty ([`Cur::non_empty`]); each at most once (a
+    /// duplicate goes to serde), every other key skipped.
+    fn presence<const N: usize>(&mut self, keys: [&[u8]; N]) -> Option<[bool; N]> {
+        let mut found = [false; N];
+        let mut seen = Seen::default();
+        self.object(|c, key| match keys.iter().position(|k| *k == key) {
+            Some(i) => {
+                seen.once(i as u8)?;
+                found[i] |= c.non_empty()?;
+                Some(())
+            }
+            None => c.skip_value(),
+        })?;
+        Some(found)
     }
 
     /// The "present" test of the full parser (`NonEmpty`) for the values
