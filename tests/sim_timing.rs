@@ -158,8 +158,11 @@ async fn measure(sim: &Sim) -> Vec<f64> {
     diffs
 }
 
-/// 100 tokens at 2 ms: token i is due at ttft + i × 2 ms; lateness of single
-/// wake-ups must not accumulate.
+/// 100 tokens at 2 ms: token i is due at ttft + i × 2 ms. Proves no token
+/// leaves before its deadline (the sim sleeps until absolute deadlines). How
+/// late a wake-up is depends on the machine, so it is not asserted here; that
+/// lateness cannot accumulate is a property of the deadline arithmetic, shown
+/// without a clock by `sim::stream::tests::deadlines_are_absolute`.
 async fn deadlines_do_not_drift(sim: &Sim) {
     let s = sim.stream("/v1/chat/completions", &chat("a b c", 100, true)).await;
     let sim_obj = s.usage_event().unwrap()["sim"].clone();
@@ -169,17 +172,11 @@ async fn deadlines_do_not_drift(sim: &Sim) {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
+    assert_eq!(offs.len(), 100, "one offset per token");
     let q = sim_obj["queue_us"].as_i64().unwrap();
-    let mut late = Vec::new();
     for (i, o) in offs.iter().enumerate() {
         let due = q + 5_000 + 2_000 * i as i64;
         assert!(*o >= due - 50, "token {i} early: {o} < {due}");
-        late.push(o - due);
     }
-    // Drift would make every late token later; single wake-ups may be late
-    // on a busy machine, but the best of the last 20 must still be on time.
-    let best_tail = late[80..].iter().min().unwrap();
-    assert!(*best_tail <= 1_500, "deadlines drift: lateness {late:?}");
-    late.sort();
-    assert!(late[50] <= 1_500, "median lateness {} µs", late[50]);
+    assert!(offs.windows(2).all(|w| w[0] <= w[1]), "offsets in order: {offs:?}");
 }

@@ -191,6 +191,32 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of one simulator; `log` receives one line per request.
+    fn new(cfg: SimConfig, log: Option<Mutex<mpsc::Sender<LogMsg>>>) -> Self {
+        let slot_total = if cfg.slots == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            cfg.slots.min(Semaphore::MAX_PERMITS)
+        };
+        Shared {
+            slots: Arc::new(Semaphore::new(slot_total)),
+            slot_total,
+            cache: Mutex::new(PrefixCache::new(cfg.prefix_cache_blocks)),
+            stats: Mutex::new(Stats::default()),
+            seq: AtomicU64::new(0),
+            abort: CancellationToken::new(),
+            aborting: AtomicBool::new(false),
+            log,
+            cfg,
+        }
+    }
+
+    /// Without a request log (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(cfg: SimConfig) -> Self {
+        Shared::new(cfg, None)
+    }
+
     /// The shutdown grace period is over.
     pub fn aborting(&self) -> bool {
         self.aborting.load(Ordering::Relaxed)
@@ -289,23 +315,8 @@ pub async fn serve(
         }
         None => None,
     };
-    let slot_total = if cfg.slots == 0 {
-        Semaphore::MAX_PERMITS
-    } else {
-        cfg.slots.min(Semaphore::MAX_PERMITS)
-    };
     let header_timeout = cfg.header_timeout;
-    let shared = Arc::new(Shared {
-        slots: Arc::new(Semaphore::new(slot_total)),
-        slot_total,
-        cache: Mutex::new(PrefixCache::new(cfg.prefix_cache_blocks)),
-        stats: Mutex::new(Stats::default()),
-        seq: AtomicU64::new(0),
-        abort: CancellationToken::new(),
-        aborting: AtomicBool::new(false),
-        log,
-        cfg,
-    });
+    let shared = Arc::new(Shared::new(cfg, log));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))

@@ -318,3 +318,30 @@ impl http_body::Body for SimStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Shared, SimConfig};
+    use rand::SeedableRng;
+
+    /// The next deadline is the previous one plus one interval, never "now"
+    /// plus one: a late wake-up (here the clock is not consulted at all) moves
+    /// no later token. 1,000 tokens at 2 ms end exactly 2 s after the first.
+    #[test]
+    fn deadlines_are_absolute() {
+        let start = Instant::now();
+        let mut s = Sched {
+            next: start,
+            tpot_us: 2_000.0,
+            jitter: 0.0,
+            slowdown: 0.0,
+            rng: StdRng::seed_from_u64(1),
+            shared: Arc::new(Shared::for_tests(SimConfig::default())),
+        };
+        for i in 1..=1_000u64 {
+            s.advance();
+            assert_eq!(s.next - start, Duration::from_micros(2_000 * i), "token {i}");
+        }
+    }
+}
