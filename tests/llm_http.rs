@@ -223,11 +223,9 @@ async fn first_token_timeout() {
     let o = run_with(&scenario(Provider::OpenaiChat), &server.host(), timeouts(0.2, 10.0)).await;
     assert_eq!(kind(&o), Some(FailureKind::Timeout), "{}", message(&o));
     assert!(message(&o).contains("first-token"), "{}", message(&o));
-    assert!(
-        o.total >= Duration::from_millis(200) && o.total < Duration::from_secs(2),
-        "{:?}",
-        o.total
-    );
+    // a timeout never fires early; that it fired before the late token is
+    // shown by the kind and by the missing first token
+    assert!(o.total >= Duration::from_millis(200), "{:?}", o.total);
     assert!(o.ttft.is_none());
 }
 
@@ -235,8 +233,9 @@ async fn first_token_timeout() {
 async fn no_response_headers_within_first_token_timeout() {
     let server = start(|_| vec![Step::Sleep(Duration::from_secs(3)), Step::Close]).await;
     let o = run_with(&scenario(Provider::OpenaiChat), &server.host(), timeouts(0.2, 10.0)).await;
+    // Timeout, not the server's close after 3 s: the limit fired first
     assert_eq!(kind(&o), Some(FailureKind::Timeout), "{}", message(&o));
-    assert!(o.total < Duration::from_secs(2));
+    assert!(o.ttft.is_none(), "{o:?}");
 }
 
 #[tokio::test]
@@ -254,7 +253,9 @@ async fn total_timeout_after_tokens_started() {
     assert_eq!(kind(&o), Some(FailureKind::Timeout), "{}", message(&o));
     assert!(message(&o).contains("total"), "{}", message(&o));
     assert!(o.ttft.is_some() && o.output_chunks > 3, "{o:?}");
-    assert!(o.total >= Duration::from_millis(300) && o.total < Duration::from_secs(1));
+    // never early, and the stream was cut before its 50th token
+    assert!(o.total >= Duration::from_millis(300), "{:?}", o.total);
+    assert!(o.output_chunks < 50, "{o:?}");
 }
 
 #[tokio::test]

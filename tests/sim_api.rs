@@ -468,15 +468,15 @@ async fn models_and_shutdown_with_open_stream() {
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let t = std::time::Instant::now();
     sim.stop().await;
-    assert!(t.elapsed() < std::time::Duration::from_secs(4));
     open.abort();
     // the cut stream was logged, flushed on shutdown
     let text = std::fs::read_to_string(&log).unwrap();
     let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    // cut by the shutdown, not served to its end: stop did not wait for it
     assert_eq!(line["fault"], "shutdown");
-    assert!(line["output_tokens"].as_u64().unwrap() > 10);
+    let served = line["output_tokens"].as_u64().unwrap();
+    assert!(served > 10 && served < 1000, "{line}");
     let _ = std::fs::remove_file(&log);
 }
 
