@@ -53,24 +53,16 @@ fn start(s: Setup) -> Cluster {
     let log_s = log.to_str().unwrap().to_string();
     sim_args.extend(["--log-requests", &log_s]);
     let (sim, sim_port) = start_sim(&dir, "sim", &sim_args);
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(&scenarios, s.scenarios_yaml).unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = s.host.unwrap_or_else(|| format!("http://127.0.0.1:{sim_port}"));
-    let mut args: Vec<&str> = vec!["--host", &host, "--llm-scenarios", scenarios.to_str().unwrap()];
-    let n = s.workers.to_string();
-    args.extend(["--expect-workers", &n]);
-    args.extend(s.master_args);
-    let lf = root().join("locustfiles/llm.py");
-    let master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
+    let m = start_llm_master(&dir, &host, s.scenarios_yaml, s.workers, s.master_args);
     let workers = (0..s.workers)
-        .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], s.worker_env))
+        .map(|i| start_worker(&dir, &format!("worker{i}"), m.master_port, &[], s.worker_env))
         .collect();
     Cluster {
         dir,
         sim_port,
-        web_port: wport,
-        master,
+        web_port: m.web_port,
+        master: m.proc,
         workers,
         _sim: sim,
     }

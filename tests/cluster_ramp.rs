@@ -35,29 +35,12 @@ fn first_arrivals(name: &str, workers: usize) -> Vec<f64> {
             log.to_str().unwrap(),
         ],
     );
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(&scenarios, YAML).unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{sim_port}");
-    let n = workers.to_string();
-    let args = [
-        "--host",
-        &host,
-        "--llm-scenarios",
-        scenarios.to_str().unwrap(),
-        "--expect-workers",
-        &n,
-        "--llm-no-warmup",
-    ];
-    let master = start_master(
-        &dir,
-        "master",
-        &root().join("locustfiles/llm.py"),
-        mport,
-        wport,
-        &args,
-        &[],
-    );
+    let LlmMaster {
+        proc: master,
+        master_port: mport,
+        web_port: wport,
+    } = start_llm_master(&dir, &host, YAML, workers, &["--llm-no-warmup"]);
     let procs: Vec<Proc> = (0..workers)
         .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[]))
         .collect();

@@ -159,22 +159,10 @@ fn serve(conn: TcpStream, requests: &AtomicU64) {
 fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
     let dir = test_dir("failure-keys");
     let target = HostileTarget::start();
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(
-        &scenarios,
-        "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 8, \
-         wait: {kind: constant, seconds: 0.01}}\n",
-    )
-    .unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{}", target.port);
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 16, output_length: 8, \
+         wait: {kind: constant, seconds: 0.01}}\n";
     let args = [
-        "--host",
-        &host,
-        "--llm-scenarios",
-        scenarios.to_str().unwrap(),
-        "--expect-workers",
-        "2",
         "--headless",
         "-u",
         "4",
@@ -188,8 +176,11 @@ fn random_failure_text_gives_a_bounded_failures_table_with_exact_counts() {
         "--csv",
         "out",
     ];
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(&dir, &host, yaml, 2, &args);
     let mut workers: Vec<Proc> = (0..2)
         .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[]))
         .collect();

@@ -45,32 +45,22 @@ fn run(name: &str, rate: u64) -> Outcome {
     wait_for("the simulator to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", sim_port)).ok()
     });
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(
-        &scenarios,
-        format!(
-            "scenarios:\n  - {{name: Short, provider: openai-chat, model: tokenswarm-sim, prompt_length: 32, output_length: 8}}\n\
+    let yaml = format!(
+        "scenarios:\n  - {{name: Short, provider: openai-chat, model: tokenswarm-sim, prompt_length: 32, output_length: 8}}\n\
              safety: {{warmup: false, error_limit: 0}}\n\
              load: {{mode: open, arrival: constant, max_in_flight: 20000, phases: [{{rate: {rate}, duration_s: 600}}]}}\n"
-        ),
-    )
-    .unwrap();
-    let (mport, wport) = (free_port(), free_port());
+    );
     let host = format!("http://127.0.0.1:{sim_port}");
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(
         &dir,
-        "master",
-        &lf,
-        mport,
-        wport,
+        &host,
+        &yaml,
+        1,
         &[
-            "--host",
-            &host,
-            "--llm-scenarios",
-            scenarios.to_str().unwrap(),
-            "--expect-workers",
-            "1",
             "--headless",
             "-u",
             "1",
@@ -85,7 +75,6 @@ fn run(name: &str, rate: u64) -> Outcome {
             "--html",
             "report.html",
         ],
-        &[],
     );
     let mut worker_cmd = pinned("0");
     worker_cmd

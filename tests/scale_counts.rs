@@ -53,30 +53,25 @@ fn start(name: &str, sim_args: &[&str], yaml: &str, master_args: &[&str]) -> Run
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = test_dir(name);
     let (sim, sim_port) = start_sim(&dir, "sim", sim_args);
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(&scenarios, yaml).unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{sim_port}");
-    let mut args = vec![
-        "--host",
-        &host,
-        "--llm-scenarios",
-        scenarios.to_str().unwrap(),
-        "--expect-workers",
-        "2",
-    ];
-    args.extend(master_args);
-    let lf = root().join("locustfiles/llm.py");
-    let master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
+    let m = start_llm_master(&dir, &host, yaml, 2, master_args);
     let workers = (0..2)
-        .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[("TOKENSWARM_LOG", "info")]))
+        .map(|i| {
+            start_worker(
+                &dir,
+                &format!("worker{i}"),
+                m.master_port,
+                &[],
+                &[("TOKENSWARM_LOG", "info")],
+            )
+        })
         .collect();
     Run {
         _turn: turn,
         dir,
         sim_port,
-        web_port: wport,
-        master,
+        web_port: m.web_port,
+        master: m.proc,
         workers,
         _sim: sim,
     }

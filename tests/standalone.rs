@@ -324,32 +324,16 @@ fn fail_on_thresholds_and_a_failed_warm_up_exit_1() {
 fn worker_serves_prometheus_during_a_run_and_logs_every_request() {
     let dir = test_dir("standalone-worker-sinks");
     let (_sim, sim_port) = start_sim(&dir, "sim", &[]);
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(
-        &scenarios,
-        "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 32, output_length: 8, \
-         wait: {kind: constant, seconds: 0.05}}\n",
-    )
-    .unwrap();
-    let (mport, wport, metrics_port) = (free_port(), free_port(), free_port());
+    let yaml = "scenarios:\n  - {name: Chat, provider: openai-chat, model: m, prompt_length: 32, output_length: 8, \
+         wait: {kind: constant, seconds: 0.05}}\n";
+    let metrics_port = free_port();
     let host = format!("http://127.0.0.1:{sim_port}");
-    let args = [
-        "--host",
-        &host,
-        "--llm-scenarios",
-        scenarios.to_str().unwrap(),
-        "--expect-workers",
-        "1",
-        "--headless",
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "-t",
-        "6s",
-    ];
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
+    let args = ["--headless", "-u", "2", "-r", "2", "-t", "6s"];
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(&dir, &host, yaml, 1, &args);
     let out = dir.join("requests.jsonl");
     let maddr = format!("127.0.0.1:{metrics_port}");
     let mut worker = start_worker(

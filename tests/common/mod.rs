@@ -162,6 +162,40 @@ pub fn start_master(
     Proc::spawn(name, &mut cmd, dir)
 }
 
+/// A master running `locustfiles/llm.py` (see `start_llm_master`).
+pub struct LlmMaster {
+    pub proc: Proc,
+    pub master_port: u16,
+    pub web_port: u16,
+}
+
+/// Starts the project's master locustfile on free ports: `scenarios_yaml`
+/// is written to `dir/scenarios.yaml`, `host` is the target, and the master
+/// waits for `workers` workers; `extra` adds the test's own flags
+/// (`--headless`, `-u`/`-r`/`-t`, `--llm-*`).
+pub fn start_llm_master(dir: &Path, host: &str, scenarios_yaml: &str, workers: usize, extra: &[&str]) -> LlmMaster {
+    let scenarios = dir.join("scenarios.yaml");
+    std::fs::write(&scenarios, scenarios_yaml).unwrap();
+    let (master_port, web_port) = (free_port(), free_port());
+    let n = workers.to_string();
+    let mut args = vec![
+        "--host",
+        host,
+        "--llm-scenarios",
+        scenarios.to_str().unwrap(),
+        "--expect-workers",
+        &n,
+    ];
+    args.extend(extra);
+    let lf = root().join("locustfiles/llm.py");
+    let proc = start_master(dir, "master", &lf, master_port, web_port, &args, &[]);
+    LlmMaster {
+        proc,
+        master_port,
+        web_port,
+    }
+}
+
 /// Starts a tokenswarm worker pointed at the master on `master_port`.
 pub fn start_worker(dir: &Path, name: &str, master_port: u16, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bin());
