@@ -1,6 +1,8 @@
 //! The `tokenswarm` binary: parses the command line, sets up logging and
-//! the runtime, and maps results to exit codes (see README, "Exit codes"):
-//! 0 ok, 2 usage or configuration error, 3 master lost, 101 panic.
+//! the runtime, and maps results to exit codes (README, "Exit codes"):
+//! 0 ok, 2 usage or configuration error, 3 master lost, 101 panic; `run`
+//! adds 1 (aborted or a `--fail-on` limit exceeded) and 130 (interrupted),
+//! from `standalone::RunError::exit_code`.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -21,9 +21,10 @@
 //!
 //! Headers: `content-type: application/json`, `accept: text/event-stream`,
 //! the key as `Authorization: Bearer ..` (OpenAI) or `x-api-key` plus
-//! `anthropic-version: 2023-06-01` (Anthropic), then the scenario's headers,
-//! which override ours. Key-bearing values are marked sensitive so `http`'s
-//! own `Debug` hides them.
+//! `anthropic-version: 2023-06-01` (Anthropic), then the scenario's
+//! headers, which override ours. The client adds `x-request-id` per request
+//! (`super::client::REQUEST_ID_HEADER`). Key-bearing values are marked
+//! sensitive so `http`'s own `Debug` hides them.
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

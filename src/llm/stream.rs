@@ -8,7 +8,7 @@
 //! with that time, so timestamps never include JSON parsing and an event
 //! split over two chunks counts from the chunk that completed it.
 //!
-//! # Definitions (see ../shared/notes/llm-metrics.md)
+//! # Definitions (README.md, "Metrics", is the user-facing version)
 //! - A *token-bearing chunk* is one SSE event with a non-empty
 //!   `delta.content`, `delta.reasoning_content`, `delta.reasoning`,
 //!   non-empty `delta.tool_calls` or `choices[].text` (OpenAI), or a

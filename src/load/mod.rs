@@ -12,8 +12,8 @@
 //! - [`cluster`]: this worker's shift among the cluster's starts (pure).
 //! - [`saturation`]: whether this worker keeps up (runtime and scheduler
 //!   lag), reported to the master when it does not.
-//! - [`safety`]: error-rate and token-budget trip wires, and a pre-run token
-//!   estimate for open-loop tests.
+//! - [`safety`]: the error-rate trip wire (token budgets and the pre-run
+//!   token estimate are the master's: they are cluster totals).
 //!
 //! Why ramps are spread: an LLM server that receives many requests in the
 //! same instant queues them all behind one prefill and reports an artificial

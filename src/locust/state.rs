@@ -15,7 +15,7 @@
 //! touch: sockets, timers, the engine, metrics (the driver does those).
 //!
 //! Rules the transitions encode (from Locust's `runners.py` and what its
-//! master expects; see `shared/notes/locust-protocol.md`):
+//! master expects):
 //! - `spawn` carries absolute targets and a timestamp; one whose timestamp
 //!   is not newer than the newest seen in this run is stale and dropped.
 //! - A `spawn` during a stop is kept (the newest only) and applied once the

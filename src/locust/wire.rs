@@ -5,7 +5,9 @@
 //! This module turns frames into [`MasterMsg`] and [`WorkerMsg`] into frames;
 //! the rest of the crate deals in those typed messages only.
 //!
-//! Encoding rules that the master depends on (see `shared/notes/locust-protocol.md`):
+//! Encoding rules that the master depends on (Locust's `rpc/protocol.py`
+//! and `runners.py`; tests/wire_golden.rs pins them with Locust's own
+//! encoder and decoder):
 //! - payload structs are msgpack **maps** (`rmp_serde::to_vec_named`);
 //! - strings are msgpack `str`, never `bin` (the master unpacks with `raw=False`);
 //! - histogram and per-second maps have **integer** keys.
@@ -23,7 +25,7 @@
 //! held to [`MAX_USERS_PER_WORKER`] users (summed with saturation) over at
 //! most [`MAX_USER_CLASSES`] classes, with a finite timestamp. A message
 //! over a limit is a [`WireError::Limit`]: the worker reports it to the
-//! master as an `exception` and carries on (docs/contracts.md §4).
+//! master as an `exception` and carries on (docs/contracts.md §5).
 
 use std::collections::BTreeMap;
 

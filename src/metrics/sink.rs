@@ -2,9 +2,10 @@
 //! [`RequestRecord`], handed to each [`OutcomeSink`] of the run in turn.
 //!
 //! Sinks: the Locust window ([`super::Recorder`], worker mode), the
-//! standalone run aggregate and per-request CSV (`crate::standalone`), the
-//! JSONL request log ([`super::export::RequestLog`]) and the Prometheus
-//! registry ([`super::prometheus::Prometheus`]). A sink owns its state and
+//! standalone run aggregate (`crate::standalone::aggregate`), the
+//! per-request log ([`super::export::RequestLog`]: CSV in a standalone run,
+//! JSON lines for `--requests-out`) and the Prometheus registry
+//! ([`super::prometheus::Prometheus`]). A sink owns its state and
 //! its bounds; it must not block on the network (file writes are buffered).
 
 use tokio::time::Instant;

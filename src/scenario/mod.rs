@@ -1,14 +1,16 @@
 //! The test definition: scenarios (load types), load shape, SLOs, safety
 //! limits and timeouts.
 //!
-//! One YAML file (`locustfiles/scenarios.yaml`) is read by both sides: the
-//! master's locustfile defines one Locust user class per scenario and sends
-//! the parsed document to every worker inside `spawn.parsed_options`
-//! (key `tokenswarm_config`), so a worker needs nothing but the master's
-//! address. This module owns the typed shape of that document, its limits,
-//! defaults and validation; it knows nothing of msgpack, YAML files on disk
-//! or HTTP. [`schema`] turns the limits and defaults into the JSON Schema
-//! that the master validates with (see there for why).
+//! One YAML file (`locustfiles/scenarios.yaml`) is read by the master: its
+//! locustfile defines one Locust user class per scenario and sends the
+//! parsed document to every worker inside `spawn.parsed_options` (key
+//! `tokenswarm_config`), so a worker needs nothing but the master's
+//! address. `tokenswarm check FILE` and `tokenswarm run FILE --host URL`
+//! read the same file directly. This module owns the typed shape of that
+//! document, its limits, defaults and validation; it knows nothing of
+//! msgpack, YAML files on disk or HTTP. [`schema`] turns the limits and
+//! defaults into the JSON Schema that the master validates with (see there
+//! for why).
 //!
 //! Typed at the edge: durations are `Duration`s from the moment a document
 //! is read (bounded by [`crate::units::MAX_SECONDS`]); token counts, rates

@@ -1,5 +1,7 @@
 //! Standalone runs without a Locust master: `tokenswarm run RUN_SUITE
-//! ENDPOINT` (tokenflood's formats, [`spec`]) and `tokenswarm init`.
+//! ENDPOINT` (tokenflood's formats, [`spec`]), `tokenswarm run
+//! SCENARIOS.yaml --host URL` (tokenswarm's own file, open loop) and
+//! `tokenswarm init`.
 //!
 //! Owns the translation of tokenflood's files ([`spec`]), the run's
 //! aggregate sink ([`aggregate`]), the network probe ([`network`]), the

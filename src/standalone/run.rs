@@ -1,7 +1,8 @@
-//! One standalone run, start to end: read and translate the two files,
-//! print the token estimate and ask (or refuse), run the open-loop phases
-//! through the worker's own [`Engine`] (warm-up, error limit, divergence
-//! warnings included), show progress, and write the results folder.
+//! One standalone run, start to end: read and translate the two files (or
+//! the scenarios file given with `--host`), print the token estimate and
+//! ask (or refuse), run the open-loop phases through the worker's own
+//! [`Engine`] (warm-up, error limit, divergence warnings included), show
+//! progress, and write the results folder.
 //!
 //! Sinks of the run: the engine's Locust window (unused here), the
 //! [`RunAggregate`] and the per-request [`RequestLog`].

@@ -1,9 +1,11 @@
-//! tokenflood's two input files, as `../shared/seeds/000_*` and `001_*`
-//! describe them: the run suite (phases, load types, percentiles, budgets,
-//! error limit, task, token set) and the endpoint spec (provider, model,
-//! base URL, key variable, deployment, extra headers). This module owns
-//! their typed shape, their validation and their translation into
-//! tokenswarm's own [`TestConfig`]; it sends nothing and reads no file.
+//! tokenflood's two input files, as tokenflood documents them: the run
+//! suite (phases, load types, percentiles, budgets, error limit, task,
+//! token set) and the endpoint spec (provider, model, base URL, key
+//! variable, deployment, extra headers). This module owns their typed
+//! shape, their validation and their translation into tokenswarm's own
+//! [`TestConfig`]; also the check that a tokenswarm scenarios file has a
+//! run suite's shape ([`plan_from_scenarios`], for `tokenswarm run
+//! SCENARIOS.yaml --host URL`). It sends nothing and reads no file.
 //!
 //! Every field of both formats is accepted; an unknown one is an error that
 //! names it and lists the valid ones (serde's `deny_unknown_fields`).
