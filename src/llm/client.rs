@@ -61,7 +61,7 @@
 //! pipe, and the connection must have been *reused*. reqwest does not say
 //! whether a connection was reused, so the client remembers the (local,
 //! remote) address pairs of connections that have already delivered a
-//! response ([`KnownConnections`]) and looks up the failed request's pair
+//! response (`KnownConnections`) and looks up the failed request's pair
 //! (hyper-util attaches it to the error). A fresh connection that fails
 //! this way is a real failure (the server accepted and closed it), and so
 //! is anything after the response head. hyper itself already re-sends a

@@ -7,7 +7,7 @@
 //! from this crate's limits and `Default`s; `tokenswarm schema` prints it
 //! and the output is committed as `locustfiles/tokenswarm_master/schema.json`
 //! (a test fails when the two differ). Both sides then run the same small
-//! walker over the same file: [`check`] here, `_walk` in `config.py`. A
+//! walker over the same file: `check` here, `_walk` in `config.py`. A
 //! shared corpus (`tests/fixtures/schema_corpus/`) pins identical verdicts
 //! and messages. Rules that relate two fields are code, mirrored in both
 //! (`super::cross_field_rules` and `_cross_field_rules`).

@@ -6,7 +6,7 @@
 //! Owns the translation of tokenflood's files ([`spec`]), the run's
 //! aggregate sink ([`aggregate`]), the network probe ([`network`]), the
 //! plot ([`plot`]), the results folder ([`results`]) and the run itself
-//! ([`run`]). It reuses the worker's engine, load controller, LLM client and
+//! ([`mod@run`]). It reuses the worker's engine, load controller, LLM client and
 //! histograms and must not re-implement them.
 pub mod aggregate;
 pub mod network;
