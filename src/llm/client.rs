@@ -247,12 +247,6 @@ impl PreparedScenario {
         })
     }
 
-    /// Replaces the random prompt salt (reproducible prompts in tests).
-    pub fn with_prompt_salt(mut self, salt: u64) -> PreparedScenario {
-        self.prompt = self.prompt.with_salt(salt);
-        self
-    }
-
     pub fn name(&self) -> &str {
         &self.scenario.name
     }

@@ -77,11 +77,6 @@ impl State {
             State::Reconnecting | State::Quitting => None,
         }
     }
-
-    /// True while a run exists on this worker (an engine to apply steps to).
-    pub fn has_run(&self) -> bool {
-        matches!(self, State::Spawning { .. } | State::Running { .. })
-    }
 }
 
 /// Something the machine reacts to.

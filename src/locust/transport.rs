@@ -168,10 +168,16 @@ impl From<std::io::Error> for ReadError {
     }
 }
 
-/// Reads one frame whose body is at most `limit` bytes. The length is
-/// checked before the body buffer exists.
+/// Reads one frame whose body is at most `limit` bytes (a command frame at
+/// most [`MAX_COMMAND_BYTES`]: PING and its kin are a few bytes). The length
+/// is checked before the body buffer exists.
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Frame, ReadError> {
     let flags = r.read_u8().await?;
+    let limit = if flags & FLAG_COMMAND != 0 {
+        limit.min(MAX_COMMAND_BYTES)
+    } else {
+        limit
+    };
     let announced = if flags & FLAG_LONG != 0 {
         r.read_u64().await?
     } else {
@@ -396,6 +402,22 @@ mod tests {
             read_message(&mut &big[..]).await,
             Err(ReadError::TooLarge { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn command_frames_between_messages_are_bounded_at_64_kib() {
+        // Proves a peer cannot make every PING cost a message-sized buffer:
+        // a command frame announcing 64 KiB + 1 is refused before its body
+        // is read, one of 64 KiB is skipped and the message after it read.
+        let mut over = encode_frame(FLAG_COMMAND, &vec![0u8; MAX_COMMAND_BYTES + 1]);
+        over.extend(encode_frame(0, b"payload"));
+        match read_message(&mut &over[..]).await {
+            Err(ReadError::TooLarge { limit, .. }) => assert_eq!(limit, MAX_COMMAND_BYTES),
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+        let mut at = encode_frame(FLAG_COMMAND, &vec![0u8; MAX_COMMAND_BYTES]);
+        at.extend(encode_frame(0, b"payload"));
+        assert_eq!(read_message(&mut &at[..]).await.unwrap(), b"payload");
     }
 
     #[test]
