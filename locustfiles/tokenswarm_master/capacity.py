@@ -273,12 +273,10 @@ class CapacityShape(LoadTestShape):
     spec = None
     attainment = None
 
-    def reset_time(self):
-        super().reset_time()
-        self._search = None
-
     def tick(self):
         env = self.runner.environment
+        if self.runner.shape_last_tick is None:
+            self._search = None  # the first tick of a (new) shape run
         state = getattr(env, "tokenswarm", None)
         if state is None:
             logger.error("tokenswarm: CapacityShape needs the tokenswarm plugin (tokenswarm_master.plugin.setup)")

@@ -365,11 +365,23 @@ def _start_scraping(environment, state):
     gevent.spawn(state.scraper.run, lambda: state.scrape_token is token)
 
 
+FINAL_SCRAPE_TRIES = 10
+
+
 def _stop_scraping(state):
-    """Ends the scrape loop with one last scrape (the counters at the end)."""
-    if state.scraper is not None and state.scrape_token is not None:
-        state.scrape_token = None
-        state.scraper.scrape_once()
+    """Ends the scrape loop with a last scrape taken, when it can be, once
+    the server is idle (the workers' requests have ended by now, but the
+    server may notice a cut stream a moment later), so the last row holds
+    the run's final counters; at most FINAL_SCRAPE_TRIES tries 0.2 s apart,
+    since a server shared with other traffic may never be idle."""
+    if state.scraper is None or state.scrape_token is None:
+        return
+    state.scrape_token = None
+    for _ in range(FINAL_SCRAPE_TRIES):
+        point = state.scraper.scrape_once()
+        if point is None or not (point.get("running") or point.get("waiting")):
+            return
+        gevent.sleep(0.2)
 
 
 def install(environment, state):
