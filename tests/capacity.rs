@@ -235,3 +235,57 @@ fn server_metrics_are_scraped_charted_and_match_the_simulator() {
     let report = std::fs::read_to_string(r.dir.join("out_llm.html")).unwrap();
     assert!(report.contains("Server: running") && report.contains("TTFT p50"));
 }
+
+/// Proves (15.3, open loop): a rate ladder of 2, 4, ... 14 req/s with
+/// constant arrivals becomes the run's phases, and the search stops where
+/// the arrival rate passes what 4 slots can serve: the highest rate that
+/// held is within one step (2 req/s) of the capacity the simulator's own
+/// log implies (slots / mean service time), and the first rate that did
+/// not hold is above the highest that did.
+#[test]
+fn open_loop_capacity_search_stops_at_the_rate_the_slots_can_serve() {
+    let mut r = start(
+        "capacity-open",
+        &[
+            "--headless",
+            "--llm-mode",
+            "open",
+            "--llm-arrival",
+            "constant",
+            "--llm-capacity",
+            "2:2:14:6:2",
+            "--llm-slo-ttft-ms",
+            "80",
+            "--csv",
+            "out",
+        ],
+    );
+    let code = r.master.wait(Duration::from_secs(150));
+    let out = r.master.output();
+    assert_eq!(code, Some(0), "{}", tail(&out, 40));
+    let rows = csv(&r.dir, "out_llm_capacity.csv");
+    let (result, curve) = rows.split_last().expect("a result row");
+    assert!(curve.iter().all(|s| s["Unit"] == "req/s"), "{rows:?}");
+    let held = num(result, "Value");
+    let failed = curve
+        .iter()
+        .find(|s| s["Held"] == "False")
+        .expect("a rate that did not hold");
+    let log = read_jsonl(&r.dir.join("sim-requests.jsonl"));
+    let e2e_s: Vec<f64> = log
+        .iter()
+        .filter(|l| l["status"] == 200 && l["output_tokens"] == 100)
+        .map(|l| (l["e2e_us"].as_f64().unwrap() - l["queue_us"].as_f64().unwrap()) / 1e6)
+        .collect();
+    let capacity = SLOTS as f64 / (e2e_s.iter().sum::<f64>() / e2e_s.len() as f64);
+    assert!(
+        (held - capacity).abs() <= 2.0,
+        "held {held} req/s, slots serve {capacity:.2} req/s: {rows:?}"
+    );
+    assert!(num(failed, "Value") > held, "{rows:?}");
+    // the held steps' request rate is the ladder's rate (the phases ran)
+    for s in curve.iter().filter(|s| s["Held"] == "True") {
+        let (want, got) = (num(s, "Value"), num(s, "Requests/s"));
+        assert!((got - want).abs() <= 0.2 * want + 0.5, "step {s:?}");
+    }
+}

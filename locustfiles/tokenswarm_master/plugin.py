@@ -150,19 +150,25 @@ def capacity_spec(state, opts):
     return capmod.parse_spec(text, attainment)
 
 
-def _apply_capacity(state, opts, cfg):
-    """Checks a capacity search against the config; in open loop, its
-    rate ladder becomes the phases. Returns the config."""
+def _build_config(state, opts, path):
+    """The validated config: the file plus the options, and for a capacity
+    search in open loop its rate ladder as the phases. A capacity search
+    needs an SLO (it measures their attainment) and whole users in closed
+    loop."""
+    raw = cfgmod.apply_overrides(cfgmod.load_yaml(path), opts)
     spec = capacity_spec(state, opts)
     if spec is None:
-        return cfg
+        return cfgmod.validate(raw)
+    load = raw.get("load") if isinstance(raw.get("load"), dict) else {}
+    mode = load.get("mode", "closed")
+    spec.values(mode)
+    if mode == "open":
+        raw["load"] = {**load, "phases": capmod.ladder_phases(spec)}
+    cfg = cfgmod.validate(raw)
     if all(cfg["slo"].get(k) is None for k in ("ttft_ms", "tpot_ms", "e2e_ms")):
         raise cfgmod.OptionError("option", capmod.OPTION, spec.text,
                                  "a capacity search measures SLO attainment: set --llm-slo-ttft-ms and/or "
                                  "--llm-slo-tpot-ms (or slo: in the scenarios file)")
-    spec.values(cfg["load"]["mode"])  # whole users in closed loop
-    if cfg["load"]["mode"] == "open":
-        cfg = cfgmod.validate({**cfg, "load": {**cfg["load"], "phases": capmod.ladder_phases(spec)}})
     return cfg
 
 
@@ -171,7 +177,7 @@ def preflight(state, opts, quiet=False):
     Also prints the open-loop token estimate and applies the budgets."""
     path = getattr(opts, "llm_scenarios", None) or state.default_path
     try:
-        cfg = _apply_capacity(state, opts, cfgmod.build(path, opts))
+        cfg = _build_config(state, opts, path)
         if getattr(opts, "llm_server_metrics_url", ""):
             scrapemod.resolve_url(opts.llm_server_metrics_url, getattr(opts, "host", None))
     except (cfgmod.ConfigError, ValueError) as e:
