@@ -91,7 +91,8 @@ fn num(row: &BTreeMap<String, String>, col: &str) -> f64 {
 /// that did not hold is within one step above it. The curve CSV has one row
 /// per judged step, and the simulator's own log confirms the cause: requests
 /// that arrived in the held steps' windows almost never waited for a slot,
-/// those in the failed step's window mostly did.
+/// those in the failed step's window mostly did. The HTML report charts
+/// the curve and states the verdict.
 #[test]
 fn capacity_search_finds_the_step_where_the_simulators_slots_saturate() {
     let mut r = start(
@@ -106,6 +107,8 @@ fn capacity_search_finds_the_step_where_the_simulators_slots_saturate() {
             "20",
             "--csv",
             "out",
+            "--html",
+            "out.html",
         ],
     );
     let code = r.master.wait(Duration::from_secs(150));
@@ -137,6 +140,9 @@ fn capacity_search_finds_the_step_where_the_simulators_slots_saturate() {
         "summary line in the master log: {}",
         tail(&out, 20)
     );
+    let report = std::fs::read_to_string(r.dir.join("out_llm.html")).unwrap();
+    assert!(report.contains("Capacity search: SLO attainment per step (users)"));
+    assert!(report.contains(&format!("Highest step that held: {held} users")));
 
     // Ground truth: the simulator's queue time of the requests that arrived
     // in each step's measuring window (start + settle .. start + hold).

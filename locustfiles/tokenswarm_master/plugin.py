@@ -544,7 +544,10 @@ def install_web(environment, state):
     def add_llm_rows(response):
         if request.path.endswith("/stats/requests") and response.is_json:
             data = response.get_json()
-            data["extended_stats"] = [{"key": "llm", "data": render.table_rows(state.doc())}]
+            doc = state.doc()
+            rows = render.table_rows(doc)
+            rows += render_server.tab_rows(doc, len(rows))
+            data["extended_stats"] = [{"key": "llm", "data": rows}]
             response.set_data(json.dumps(data))
         return response
 

@@ -129,3 +129,23 @@ def page_extras(history, points, summary=None, capacity=None):
     if capacity:
         out += "<h3>Capacity search</h3>" + capacity_html(capacity)
     return x_range, out
+
+
+def tab_rows(doc, first_index):
+    """Rows for the LLM tab (after `render.table_rows`' rows, numbered on
+    from `first_index` so the tab's sort by name keeps them last)."""
+    texts = []
+    cap = doc.get("capacity")
+    if cap:
+        held = cap.get("held")
+        verdict = (f"{held['value']:g} {cap['unit']} held, goodput {held['goodput_rps']:g} req/s" if held
+                   else "no step held yet")
+        texts.append(("Capacity", f"{verdict}; {cap.get('reason') or 'search running'} "
+                                  f"({len(cap['curve'])} of {len(cap['values'])} steps judged)"))
+    sm = doc.get("server_metrics")
+    if sm:
+        texts.append(("Server metrics", f"{sm['points']} scrapes of {sm['url']} ({sm.get('server') or '?'})"
+                                        + (f", {sm['failures']} failed: {sm['last_error']}" if sm["failures"] else "")))
+    return [{"name": f"{first_index + i:03d} Total {metric}", "scenario": "Total", "metric": metric, "count": "",
+             "p50": "", "p90": "", "p99": "", "max": "", "avg": "", "value": value}
+            for i, (metric, value) in enumerate(texts)]

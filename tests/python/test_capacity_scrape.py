@@ -8,7 +8,7 @@ import pytest
 
 from tokenswarm_master import capacity, scrape
 from tokenswarm_master.config import OptionError
-from tokenswarm_master.render_server import capacity_csv_text, capacity_svgs, page_extras, server_csv_text
+from tokenswarm_master.render_server import capacity_csv_text, capacity_svgs, page_extras, server_csv_text, tab_rows
 
 VLLM = """# HELP vllm:num_requests_running Number of requests currently running on GPU.
 # TYPE vllm:num_requests_running gauge
@@ -238,3 +238,17 @@ def test_server_csv_and_shared_time_axis():
     assert lines[1] == "100.0,vllm,2.0,0.0,0.5,10.0,5.0,,"
     x_range, html = page_extras([{"time": 90}], pts, {"url": "http://h/metrics", "server": "vllm", "failures": 0})
     assert x_range == (90, 100.0) and "Server: running" in html and "KV cache usage" in html
+
+
+def test_tab_rows_show_the_verdict_and_the_scrape_after_the_other_rows():
+    s = capacity.Search(capacity.parse_spec("1:1:2:4:1"), "closed", grace_s=0)
+    s.begin(0.0)
+    s.fold(report({t: 1 for t in range(0, 8)}, {t: 1 for t in range(0, 8)}))
+    s.poll(10.0)
+    doc = {"capacity": s.result(), "server_metrics": {"url": "http://h/metrics", "points": 3, "server": "vllm",
+                                                       "failures": 1, "last_error": "HTTP 503"}}
+    rows = tab_rows(doc, 7)
+    assert [r["name"] for r in rows] == ["007 Total Capacity", "008 Total Server metrics"]
+    assert rows[0]["value"].startswith("2 users held, goodput 1 req/s") and "2 of 2 steps" in rows[0]["value"]
+    assert "3 scrapes of http://h/metrics (vllm), 1 failed: HTTP 503" == rows[1]["value"]
+    assert tab_rows({}, 0) == []
