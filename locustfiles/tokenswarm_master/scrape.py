@@ -26,7 +26,8 @@ Series names understood (the first one present wins for each field):
 Several series of one name (one per model, engine or rank label) are
 summed, except the cache usage, which is their mean. Token rates are the
 counters' change between consecutive scrapes over the time between them
-(none after a counter reset). Pure parsing and the point arithmetic have no
+(none after a counter reset). Redirects are not followed (as workers
+follow none): a 3xx is a failed scrape. Pure parsing and the point arithmetic have no
 I/O and are unit-tested; `Scraper.run` is the gevent loop.
 """
 
@@ -176,6 +177,16 @@ def resolve_url(url, host):
     return text
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Turns every redirect into an HTTPError (3xx) instead of following it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def display_url(url):
     """`url` without user info and query, for logs and pages (a token in a
     URL must not end up in a log)."""
@@ -192,7 +203,7 @@ def fetch(url, timeout_s=TIMEOUT_S, max_bytes=MAX_BYTES):
     try:
         with gevent.Timeout(timeout_s, ScrapeError(f"no complete answer within {timeout_s:g} s")):
             req = urllib.request.Request(url, headers={"Accept": "text/plain"})
-            with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            with _OPENER.open(req, timeout=timeout_s) as r:
                 chunks, size = [], 0
                 while True:
                     chunk = r.read(READ_CHUNK)

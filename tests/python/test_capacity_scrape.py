@@ -115,9 +115,9 @@ def test_resolve_url_takes_paths_relative_to_host_and_refuses_other_schemes():
         scrape.resolve_url("/metrics", None)
 
 
-def test_fetch_refuses_an_oversized_answer_and_a_slow_one():
-    """The body bound and the whole-exchange deadline, against a loopback
-    server that sends too much, then one that never finishes."""
+def test_fetch_refuses_an_oversized_answer_a_slow_one_and_a_redirect():
+    """The body bound, the whole-exchange deadline and no redirects, against
+    loopback servers that send too much, never finish, or redirect."""
     from gevent.server import StreamServer
 
     def big(sock, _addr):
@@ -131,7 +131,13 @@ def test_fetch_refuses_an_oversized_answer_and_a_slow_one():
         gevent.sleep(5)
         sock.close()
 
-    for handler, limit, match in ((big, 100_000, "larger than 100000"), (slow, 10_000, "no complete answer")):
+    def redirect(sock, _addr):
+        sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n")
+        sock.close()
+
+    for handler, limit, match in ((big, 100_000, "larger than 100000"), (slow, 10_000, "no complete answer"),
+                                  (redirect, 10_000, "HTTP 302")):
         server = StreamServer(("127.0.0.1", 0), handler)
         server.start()
         try:
