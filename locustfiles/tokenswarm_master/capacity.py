@@ -109,9 +109,10 @@ def parse_spec(text, attainment=None):
     if hold <= 0 or hold > 86_400:
         raise OptionError("option", OPTION, text, "HOLD_S must be in (0, 86400] seconds")
     spec = Spec(start, step, stop, hold, settle, text=text)
-    if spec.settle_s < 0 or spec.hold_s - spec.settle_s < 1:
+    # completions are counted in whole seconds: 2 s leave at least one whole second however the step is cut
+    if spec.settle_s < 0 or spec.hold_s - spec.settle_s < 2:
         raise OptionError("option", OPTION, text,
-                          "SETTLE_S must be >= 0 and leave at least 1 s of each step to measure (HOLD_S - SETTLE_S >= 1)")
+                          "SETTLE_S must be >= 0 and leave at least 2 s of each step to measure (HOLD_S - SETTLE_S >= 2)")
     if attainment not in (None, ""):
         try:
             a = float(attainment)

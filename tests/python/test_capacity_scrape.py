@@ -157,7 +157,7 @@ def test_spec_ladder_and_messages():
     assert capacity.ladder_phases(capacity.parse_spec("10:10:20:5"))[1] == {"rate": 20.0, "duration_s": 5.0,
                                                                             "ramp_s": 0.0}
     for text, attainment, match in (("2:2:8", None, "START:STEP:MAX:HOLD_S"), ("2:0:8:10", None, "> 0"),
-                                    ("8:1:2:10", None, "at least START"), ("1:1:5:10:9.5", None, "at least 1 s"),
+                                    ("8:1:2:10", None, "at least START"), ("1:1:5:10:8.5", None, "at least 2 s"),
                                     ("1:x:5:10", None, "STEP"), ("1:1:5:10", "1.5", "fraction"),
                                     ("1:1:5000:10", None, "at most 1000 steps")):
         with pytest.raises(OptionError, match=match) as e:
@@ -165,6 +165,12 @@ def test_spec_ladder_and_messages():
         assert "option" in str(e.value)
     with pytest.raises(OptionError, match="whole numbers"):
         capacity.parse_spec("1.5:1:5:10").values("closed")
+    # the shortest measurable step keeps a whole second however it is cut
+    tight = capacity.Search(capacity.parse_spec("1:1:2:3:1"), "closed")
+    for t0 in (0.0, 0.01, 0.5, 0.99):
+        tight.begin(t0)
+        first, end = tight.window(0)
+        assert end - first >= 1 and first >= t0 + 1 and end <= t0 + 3, t0
 
 
 def report(requests, good):
