@@ -8,6 +8,11 @@ web UI, the user ratio and `spawn.user_classes_count` use scenario names),
 and loads `tokenswarm_master`, which ships the test definition to the
 workers and merges and shows their LLM metrics (LLM tab, /llm/* routes,
 `<csv>_llm.csv`, `<html stem>_llm.html`). See locustfiles/README.md.
+
+With `--llm-capacity START:STEP:MAX:HOLD_S` (or LOCUST_LLM_CAPACITY) this
+file also defines the capacity-search load shape (`tokenswarm_master
+.capacity`): Locust picks a shape class when it imports the locustfile,
+before options are parsed, so the choice is read from the command line here.
 """
 
 import logging
@@ -24,17 +29,22 @@ from tokenswarm_master import config, plugin  # noqa: E402
 DEFAULT_SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios.yaml")
 
 
-def scenarios_path_from_argv(argv=None, environ=None):
-    """The scenarios file, found before Locust parses options: user classes
-    must exist when the locustfile is imported, which is earlier."""
+def option_from_argv(option, env_var, argv=None, environ=None):
+    """An option's value, found before Locust parses options (user and shape
+    classes must exist when the locustfile is imported, which is earlier)."""
     argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
     for i, arg in enumerate(argv):
-        if arg == "--llm-scenarios" and i + 1 < len(argv):
+        if arg == option and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--llm-scenarios="):
+        if arg.startswith(option + "="):
             return arg.split("=", 1)[1]
-    return environ.get("LOCUST_LLM_SCENARIOS") or DEFAULT_SCENARIOS
+    return environ.get(env_var) or None
+
+
+def scenarios_path_from_argv(argv=None, environ=None):
+    """The scenarios file (`--llm-scenarios`, default next to this file)."""
+    return option_from_argv("--llm-scenarios", "LOCUST_LLM_SCENARIOS", argv, environ) or DEFAULT_SCENARIOS
 
 
 def _workers_only(self):
@@ -71,3 +81,6 @@ if not _classes:
 globals().update(_classes)
 
 STATE = plugin.setup(SCENARIOS_PATH, list(_classes))
+
+if option_from_argv("--llm-capacity", "LOCUST_LLM_CAPACITY"):
+    from tokenswarm_master.capacity import CapacityShape  # noqa: E402, F401  (Locust picks it up)

@@ -20,6 +20,14 @@ Why each hook:
 - Custom messages `tokenswarm_warning` / `tokenswarm_abort` from workers.
 - Files are written on `quit`, which fires after `runner.quit()` has waited
   for the workers' final stats reports, so they hold the whole run.
+- Capacity search (`capacity.py`): `--llm-capacity` checked in `preflight`
+  (an SLO is required; in open loop the rate ladder becomes the phases);
+  the shape asks `State.new_capacity_search` for its search, every worker
+  report is folded into it, and the last steps are judged after the flush
+  at `test_stop`.
+- Server metrics (`scrape.py`): with `--llm-server-metrics-url`, a greenlet
+  scrapes the target from `test_start` to `test_stop` (one last scrape
+  there).
 """
 
 import argparse
@@ -33,8 +41,10 @@ from flask import Response, jsonify, request
 from locust import events as default_events
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
+from . import capacity as capmod
 from . import config as cfgmod
-from . import render
+from . import render, render_server
+from . import scrape as scrapemod
 from .aggregate import Aggregator, FailureRows
 
 logger = logging.getLogger("tokenswarm")
@@ -60,9 +70,32 @@ class State:
         self.run_token = None
         self.flushed = set()  # workers that answered tokenswarm_flush
         self.saturated = {}  # worker id -> why it could not keep up (this run)
+        self.capacity = None  # capacity.Search of the current (or last) search
+        self.scraper = None  # scrape.Scraper of the current (or last) run
+        self.scrape_token = None
+
+    def new_capacity_search(self, shape):
+        """A new search for `shape` (called by CapacityShape at its first tick)."""
+        opts = self.environment.parsed_options
+        cfg, error = preflight(self, opts, quiet=True)
+        if error:
+            raise capmod.CapacityError(error)
+        self.capacity = capmod.Search(capacity_spec(self, opts), cfg["load"]["mode"])
+        return self.capacity
 
     def doc(self):
-        return render.document(self)
+        doc = render.document(self)
+        doc["capacity"] = self.capacity.result() if self.capacity is not None else None
+        doc["server_metrics"] = self.scraper.summary() if self.scraper is not None else None
+        return doc
+
+    def server_points(self):
+        return list(self.scraper.history) if self.scraper is not None else []
+
+    def page_extras(self, doc):
+        """(x_range, html) of the server and capacity charts for `doc`."""
+        return render_server.page_extras(self.aggregator.history, self.server_points(), doc["server_metrics"],
+                                         doc["capacity"])
 
     def new_run(self):
         self.aggregator.reset()
@@ -91,6 +124,52 @@ def add_options(parser, default_path):
                    include_in_web_ui=False, help="Skip the warm-up requests")
     g.add_argument("--llm-input-token-budget", env_var="LOCUST_LLM_INPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this input token estimate")
     g.add_argument("--llm-output-token-budget", env_var="LOCUST_LLM_OUTPUT_TOKEN_BUDGET", default="", help="Open loop: refuse to start above this output token estimate")
+    g.add_argument("--llm-capacity", env_var="LOCUST_LLM_CAPACITY", default="",
+                   help="Capacity search START:STEP:MAX:HOLD_S[:SETTLE_S] (users, or req/s in open loop); set at startup")
+    g.add_argument("--llm-capacity-attainment", env_var="LOCUST_LLM_CAPACITY_ATTAINMENT", default="",
+                   help="Capacity search: fraction of requests within the SLOs a step must reach (default 0.95)")
+    g.add_argument("--llm-server-metrics-url", env_var="LOCUST_LLM_SERVER_METRICS_URL", default="",
+                   help="Scrape the target's Prometheus metrics (vLLM, SGLang, llama.cpp) each second: URL or path (/metrics)")
+
+
+def capacity_spec(state, opts):
+    """The capacity search's Spec for this start, or None without one.
+    Raises OptionError when the option and the load shape do not match."""
+    shape = getattr(state.environment, "shape_class", None) if state.environment else None
+    is_shape = isinstance(shape, capmod.CapacityShape)
+    text = getattr(opts, "llm_capacity", "") or (shape.spec if is_shape else "")
+    attainment = getattr(opts, "llm_capacity_attainment", "") or (shape.attainment if is_shape else None)
+    if not str(text or "").strip():
+        if is_shape:
+            raise cfgmod.OptionError("option", capmod.OPTION, "", f"the capacity load shape needs {capmod.FORMAT}")
+        return None
+    if not is_shape:
+        raise cfgmod.OptionError("option", capmod.OPTION, text,
+                                 "the capacity load shape is chosen when the locustfile loads: start locust with "
+                                 "--llm-capacity (or LOCUST_LLM_CAPACITY), or import CapacityShape in your locustfile")
+    return capmod.parse_spec(text, attainment)
+
+
+def _build_config(state, opts, path):
+    """The validated config: the file plus the options, and for a capacity
+    search in open loop its rate ladder as the phases. A capacity search
+    needs an SLO (it measures their attainment) and whole users in closed
+    loop."""
+    raw = cfgmod.apply_overrides(cfgmod.load_yaml(path), opts)
+    spec = capacity_spec(state, opts)
+    if spec is None:
+        return cfgmod.validate(raw)
+    load = raw.get("load") if isinstance(raw.get("load"), dict) else {}
+    mode = load.get("mode", "closed")
+    spec.values(mode)
+    if mode == "open":
+        raw["load"] = {**load, "phases": capmod.ladder_phases(spec)}
+    cfg = cfgmod.validate(raw)
+    if all(cfg["slo"].get(k) is None for k in ("ttft_ms", "tpot_ms", "e2e_ms")):
+        raise cfgmod.OptionError("option", capmod.OPTION, spec.text,
+                                 "a capacity search measures SLO attainment: set --llm-slo-ttft-ms and/or "
+                                 "--llm-slo-tpot-ms (or slo: in the scenarios file)")
+    return cfg
 
 
 def preflight(state, opts, quiet=False):
@@ -98,8 +177,10 @@ def preflight(state, opts, quiet=False):
     Also prints the open-loop token estimate and applies the budgets."""
     path = getattr(opts, "llm_scenarios", None) or state.default_path
     try:
-        cfg = cfgmod.build(path, opts)
-    except cfgmod.ConfigError as e:
+        cfg = _build_config(state, opts, path)
+        if getattr(opts, "llm_server_metrics_url", ""):
+            scrapemod.resolve_url(opts.llm_server_metrics_url, getattr(opts, "host", None))
+    except (cfgmod.ConfigError, ValueError) as e:
         return None, f"invalid tokenswarm configuration: {e}"
     names = [s["name"] for s in cfg["scenarios"]]
     if sorted(names) != sorted(state.user_class_names):
@@ -270,6 +351,45 @@ def _exit_code_when_saturated(environment, state):
         environment.process_exit_code = SATURATED_EXIT_CODE
 
 
+def _start_scraping(environment, state):
+    """Starts the scrape greenlet of this run (when the option is set)."""
+    opts = environment.parsed_options
+    url = getattr(opts, "llm_server_metrics_url", "") if opts is not None else ""
+    state.scrape_token = None
+    if not url:
+        state.scraper = None
+        return
+    try:
+        url = scrapemod.resolve_url(url, getattr(opts, "host", None))
+    except ValueError as e:  # preflight refuses this; only a racing change gets here
+        logger.error(f"tokenswarm: {e}")
+        return
+    state.scraper = scrapemod.Scraper(url)
+    token = object()
+    state.scrape_token = token
+    logger.info(f"tokenswarm: scraping server metrics from {scrapemod.display_url(url)} every second")
+    gevent.spawn(state.scraper.run, lambda: state.scrape_token is token)
+
+
+FINAL_SCRAPE_TRIES = 10
+
+
+def _stop_scraping(state):
+    """Ends the scrape loop with a last scrape taken, when it can be, once
+    the server is idle (the workers' requests have ended by now, but the
+    server may notice a cut stream a moment later), so the last row holds
+    the run's final counters; at most FINAL_SCRAPE_TRIES tries 0.2 s apart,
+    since a server shared with other traffic may never be idle."""
+    if state.scraper is None or state.scrape_token is None:
+        return
+    state.scrape_token = None
+    for _ in range(FINAL_SCRAPE_TRIES):
+        point = state.scraper.scrape_once()
+        if point is None or not (point.get("running") or point.get("waiting")):
+            return
+        gevent.sleep(0.2)
+
+
 def install(environment, state):
     """Hooks one master environment (called from the `init` event)."""
     runner = environment.runner
@@ -345,7 +465,9 @@ def install_web(environment, state):
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./llm/csv", "title": "Download LLM metrics CSV"},
         {"href": "./llm/json", "title": "Download LLM metrics JSON"},
-        {"href": "./llm/charts", "title": "LLM charts (TTFT, output tokens/s, users)"},
+        {"href": "./llm/charts", "title": "LLM charts (TTFT, output tokens/s, users, server, capacity)"},
+        {"href": "./llm/server-metrics/csv", "title": "Download server metrics CSV (--llm-server-metrics-url)"},
+        {"href": "./llm/capacity/csv", "title": "Download capacity search CSV (--llm-capacity)"},
     ]
     app = web_ui.app
 
@@ -372,7 +494,32 @@ def install_web(environment, state):
             refresh = max(0, int(request.args.get("refresh", 5)))
         except ValueError:
             refresh = 5
-        return Response(render.charts_page(state.doc(), state.aggregator.history, refresh), mimetype="text/html")
+        doc = state.doc()
+        x_range, extra = state.page_extras(doc)
+        return Response(render.charts_page(doc, state.aggregator.history, refresh, x_range, extra),
+                        mimetype="text/html")
+
+    @app.route("/llm/server-metrics")
+    @web_ui.auth_required_if_enabled
+    def llm_server_metrics():
+        return jsonify({"summary": state.doc()["server_metrics"], "points": state.server_points()})
+
+    @app.route("/llm/server-metrics/csv")
+    @web_ui.auth_required_if_enabled
+    def llm_server_metrics_csv():
+        return Response(render_server.server_csv_text(state.server_points()), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=llm_server_metrics.csv"})
+
+    @app.route("/llm/capacity")
+    @web_ui.auth_required_if_enabled
+    def llm_capacity():
+        return jsonify(state.doc()["capacity"])
+
+    @app.route("/llm/capacity/csv")
+    @web_ui.auth_required_if_enabled
+    def llm_capacity_csv():
+        return Response(render_server.capacity_csv_text(state.doc()["capacity"]), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=llm_capacity.csv"})
 
     @app.before_request
     def check_swarm_form():
@@ -397,7 +544,10 @@ def install_web(environment, state):
     def add_llm_rows(response):
         if request.path.endswith("/stats/requests") and response.is_json:
             data = response.get_json()
-            data["extended_stats"] = [{"key": "llm", "data": render.table_rows(state.doc())}]
+            doc = state.doc()
+            rows = render.table_rows(doc)
+            rows += render_server.tab_rows(doc, len(rows))
+            data["extended_stats"] = [{"key": "llm", "data": rows}]
             response.set_data(json.dumps(data))
         return response
 
@@ -414,14 +564,23 @@ def write_files(environment, state):
         if opts.stats_history_enabled:
             with open(f"{opts.csv_prefix}_llm_stats_history.csv", "w", encoding="utf-8", newline="") as f:
                 f.write(render.history_csv_text(state.aggregator.history))
+        if state.scraper is not None:
+            with open(f"{opts.csv_prefix}_llm_server_metrics.csv", "w", encoding="utf-8", newline="") as f:
+                f.write(render_server.server_csv_text(state.server_points()))
+        if doc["capacity"] is not None:
+            with open(f"{opts.csv_prefix}_llm_capacity.csv", "w", encoding="utf-8", newline="") as f:
+                f.write(render_server.capacity_csv_text(doc["capacity"]))
     if opts.html_file:
         path = os.path.splitext(opts.html_file)[0] + "_llm.html"
+        x_range, extra = state.page_extras(doc)
         with open(path, "w", encoding="utf-8") as f:
-            f.write(render.html_report(doc, state.aggregator.history))
+            f.write(render.html_report(doc, state.aggregator.history, x_range=x_range, extra=extra))
         logger.info(f"tokenswarm: LLM report written to {path}")
     if opts.headless or state.aggregator.reports:
         for line in render.console_lines(doc):
             console.info(line)
+        if doc["capacity"] is not None:
+            console.info(capmod.summary_line(doc["capacity"]))
         console.info("")
 
 
@@ -436,6 +595,7 @@ def setup(scenarios_path, user_class_names, events=default_events):
     @events.init.add_listener
     def _init(environment, **_kw):
         state.environment = environment
+        environment.tokenswarm = state  # CapacityShape finds the plugin here
         if isinstance(environment.runner, MasterRunner):
             install(environment, state)
             opts = environment.parsed_options
@@ -465,6 +625,9 @@ def setup(scenarios_path, user_class_names, events=default_events):
             _end_when_schedule_ends(environment, state, cfg)
         state.config = cfg
         state.slo = {k: v for k, v in cfg["slo"].items() if v is not None}
+        if state.capacity is not None and not state.capacity.done and cfg["load"]["mode"] == "open":
+            state.capacity.begin(cfg["load"]["start_unix_s"])  # the phase clock is the step clock
+        _start_scraping(environment, state)
         environment.parsed_options.tokenswarm_config = {
             **cfg,
             "cluster_users": environment.runner.target_user_count,
@@ -481,6 +644,8 @@ def setup(scenarios_path, user_class_names, events=default_events):
 
     @events.worker_report.add_listener
     def _worker_report(client_id, data, **_kw):
+        if state.capacity is not None and not state.capacity.done:
+            state.capacity.fold(data)  # before anything rewrites the report
         state.failure_rows.fold(data.get("errors"))
         if "llm" in data:
             state.aggregator.merge_report(data["llm"])
@@ -491,6 +656,10 @@ def setup(scenarios_path, user_class_names, events=default_events):
     def _test_stop(environment, **_kw):
         if isinstance(environment.runner, MasterRunner):
             flush_workers(environment.runner, state)
+            _stop_scraping(state)
+            if state.capacity is not None and not state.capacity.done:
+                state.capacity.poll(time.time(), final=True)
+                logger.info(f"tokenswarm: {capmod.summary_line(state.capacity.result())}")
 
     @events.quitting.add_listener
     def _quitting(environment, **_kw):

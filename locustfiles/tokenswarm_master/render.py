@@ -216,9 +216,16 @@ def console_lines(doc):
 # ------------------------------------------------------------------- charts
 
 
-def svg_chart(title, series, unit, width=900, height=240):
-    """A line chart as inline SVG; `series` is [(label, [(t, value|None)], dashed)]."""
+def _clock(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S")
+
+
+def svg_chart(title, series, unit, width=900, height=240, x_range=None, xfmt=None):
+    """A line chart as inline SVG; `series` is [(label, [(t, value|None)], dashed)].
+    x is Unix time (labelled HH:MM:SS) unless `xfmt` formats it otherwise;
+    `x_range` (t0, t1) puts charts of one page on one time axis."""
     pts = [(t, v) for _, data, _ in series for t, v in data if v is not None]
+    xfmt = xfmt or _clock
     left, right, top, bottom = 70, 170, 28, 30
     w, h = width - left - right, height - top - bottom
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
@@ -229,7 +236,7 @@ def svg_chart(title, series, unit, width=900, height=240):
     if not pts:
         parts.append(f'<text x="{left + 10}" y="{top + h / 2}" fill="#888">no data yet</text></svg>')
         return "".join(parts)
-    t0, t1 = min(t for t, _ in pts), max(t for t, _ in pts)
+    t0, t1 = x_range or (min(t for t, _ in pts), max(t for t, _ in pts))
     vmax = max(v for _, v in pts) * 1.1 or 1.0
     x = lambda t: left + (w * (t - t0) / (t1 - t0) if t1 > t0 else w / 2)  # noqa: E731
     y = lambda v: top + h - h * v / vmax  # noqa: E731
@@ -239,7 +246,7 @@ def svg_chart(title, series, unit, width=900, height=240):
                      f'text-anchor="end">{vmax * frac:,.1f}</text>')
     parts.append(f'<text x="{left - 6}" y="{top + h + 4}" font-size="11" text-anchor="end">0 {html.escape(unit)}</text>')
     for t, anchor in ((t0, "start"), (t1, "end")):
-        label = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S")
+        label = html.escape(xfmt(t))
         parts.append(f'<text x="{x(t):.1f}" y="{top + h + 18}" font-size="11" text-anchor="{anchor}">{label}</text>')
     for i, (label, data, dashed) in enumerate(series):
         # p50/p95 pairs share a colour; otherwise one colour per series
@@ -259,7 +266,7 @@ def svg_chart(title, series, unit, width=900, height=240):
     return "".join(parts)
 
 
-def charts_svgs(history):
+def charts_svgs(history, x_range=None):
     history = list(history)
     names = []
     for p in history:
@@ -273,9 +280,9 @@ def charts_svgs(history):
     for n in names + ["Total"]:
         tps.append((n, [(p["time"], p["scenarios"].get(n, {}).get("out_tps")) for p in history], False))
     users = [("users", [(p["time"], p["user_count"]) for p in history], False)]
-    return [svg_chart("TTFT p50 (solid) / p95 (dashed) per scenario, last 10 s", ttft, "ms"),
-            svg_chart("Output tokens/s (10 s window)", tps, "tok/s"),
-            svg_chart("Users", users, "users", height=180)]
+    return [svg_chart("TTFT p50 (solid) / p95 (dashed) per scenario, last 10 s", ttft, "ms", x_range=x_range),
+            svg_chart("Output tokens/s (10 s window)", tps, "tok/s", x_range=x_range),
+            svg_chart("Users", users, "users", height=180, x_range=x_range)]
 
 
 PAGE_STYLE = """body{font-family:system-ui,sans-serif;margin:20px;color:#222}
@@ -319,8 +326,9 @@ def summary_tables_html(doc):
     return "".join(out)
 
 
-def charts_page(doc, history, refresh_s=5):
-    charts = "".join(f"<div>{svg}</div>" for svg in charts_svgs(history))
+def charts_page(doc, history, refresh_s=5, x_range=None, extra=""):
+    """`extra`: more charts (HTML) after the client ones, on `x_range`."""
+    charts = "".join(f"<div>{svg}</div>" for svg in charts_svgs(history, x_range)) + extra
     refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     return (f"<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>tokenswarm LLM charts</title>"
             f"<style>{PAGE_STYLE}</style></head><body><h2>tokenswarm LLM charts</h2>"
@@ -328,10 +336,10 @@ def charts_page(doc, history, refresh_s=5):
             f'<a href="./csv">CSV</a></p>{charts}<h3>Merged so far</h3>{summary_tables_html(doc)}</body></html>')
 
 
-def html_report(doc, history, title="tokenswarm LLM report"):
+def html_report(doc, history, title="tokenswarm LLM report", x_range=None, extra=""):
     """A self-contained report (no scripts, no external assets)."""
     when = datetime.datetime.fromtimestamp(doc["generated_at"], datetime.timezone.utc).isoformat(timespec="seconds")
-    charts = "".join(f"<div>{svg}</div>" for svg in charts_svgs(history))
+    charts = "".join(f"<div>{svg}</div>" for svg in charts_svgs(history, x_range)) + extra
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{PAGE_STYLE}</style></head><body><h2>{html.escape(title)}</h2><p>Generated {when}</p>"
             f"{summary_tables_html(doc)}<h3>Over time</h3>{charts}</body></html>")

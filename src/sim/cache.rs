@@ -89,6 +89,11 @@ impl PrefixCache {
         hit
     }
 
+    /// (blocks held, capacity in blocks), for `GET /metrics`.
+    pub fn occupancy(&self) -> (usize, usize) {
+        (self.by_hash.len(), self.cap)
+    }
+
     pub fn clear(&mut self) {
         self.by_hash.clear();
         self.by_tick.clear();

@@ -53,6 +53,8 @@
 //! - `stream`: the executor on the clock (streaming body, schedule).
 //! - `format`: writers per API (OpenAI chat, completions, Anthropic).
 //! - `cache`: the prefix cache.
+//! - `metrics`: `GET /metrics` (Prometheus text, vLLM names) and the count
+//!   of requests waiting for a slot.
 //!
 //! Defaults are a small demo model: TTFT 40 ms + 0.02 ms per prompt token,
 //! 12 ms per output token, 256 slots, +0.2 % decode time per extra stream,
@@ -60,6 +62,7 @@
 
 mod cache;
 mod format;
+mod metrics;
 mod parse;
 mod plan;
 mod server;
@@ -68,7 +71,7 @@ mod stream;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -185,6 +188,8 @@ pub struct Shared {
     /// Mirrors `abort` for the per-wake-up check of streams (a plain load).
     aborting: AtomicBool,
     slot_total: usize,
+    /// Requests queued for a slot (`metrics::Waiting` guards).
+    waiting: AtomicUsize,
     cache: Mutex<PrefixCache>,
     stats: Mutex<Stats>,
     log: Option<Mutex<mpsc::Sender<LogMsg>>>,
@@ -201,6 +206,7 @@ impl Shared {
         Shared {
             slots: Arc::new(Semaphore::new(slot_total)),
             slot_total,
+            waiting: AtomicUsize::new(0),
             cache: Mutex::new(PrefixCache::new(cfg.prefix_cache_blocks)),
             stats: Mutex::new(Stats::default()),
             seq: AtomicU64::new(0),
@@ -324,6 +330,7 @@ pub async fn serve(
         .route("/v1/models", get(models))
         .route("/sim/stats", get(stats))
         .route("/sim/reset", post(reset))
+        .route("/metrics", get(prometheus))
         .with_state(shared.clone());
     let connections = TaskTracker::new();
     let accept = server::accept_loop(listener, app, header_timeout, shutdown.clone(), connections.clone());
@@ -404,6 +411,16 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
     let v = s.stats.lock().unwrap_or_else(|e| e.into_inner()).to_json();
     json_response(v.to_string())
+}
+
+async fn prometheus(State(s): State<Arc<Shared>>) -> Response {
+    let text = metrics::render(&metrics::Sample::read(&s), &s.cfg.model);
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 async fn reset(State(s): State<Arc<Shared>>) -> Response {
@@ -501,7 +518,11 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
     outcome.cached_tokens = plan.cached_tokens;
 
     // Queue for a slot.
-    let Ok(permit) = shared.slots.clone().acquire_owned().await else {
+    let permit = {
+        let _queued = metrics::Waiting::enter(&shared.waiting);
+        shared.slots.clone().acquire_owned().await
+    };
+    let Ok(permit) = permit else {
         outcome.fault = Some("shutdown");
         return fail(&shared, api, outcome, shutting_down());
     };
