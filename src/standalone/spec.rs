@@ -224,6 +224,13 @@ impl RunSuite {
                     "field `percentiles` has value {p}; each percentile must be in (0, 100]"
                 )));
             }
+            // Percentiles are read at 0.0001 % resolution (report::PERCENTILE_SCALE).
+            let scaled = p * crate::metrics::report::PERCENTILE_SCALE as f64;
+            if (scaled - scaled.round()).abs() > 1e-6 {
+                return Err(run_err(format!(
+                    "field `percentiles` has value {p}; use at most 4 decimal places (e.g. 99.9999)"
+                )));
+            }
         }
         if !(self.error_limit.is_finite() && (0.0..=1.0).contains(&self.error_limit)) {
             return Err(run_err(format!(
@@ -692,6 +699,8 @@ mod tests {
             ),
             ("error_limit: 0.3", "error_limit: 1.5", "error_limit"),
             ("  - ' Z'", "  - ' Z'\n  - ' the'", "token_set.tokens"),
+            // Finer than the aggregates' 0.0001 % resolution would be rounded.
+            ("- 99\n", "- 99.99995\n", "at most 4 decimal places"),
         ];
         for (from, to, field) in cases {
             assert!(RIPPLE.contains(from), "{from}");
