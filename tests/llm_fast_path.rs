@@ -54,6 +54,8 @@ fn fixture_events(name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn own_provider(name: &str) -> Provider {
     if name.starts_with("anthropic") {
         Provider::Anthropic
+    } else if name.starts_with("gemini") {
+        Provider::Gemini
     } else if name.contains("completions") {
         Provider::OpenaiCompletions
     } else {

@@ -31,7 +31,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const FIXTURES: [(&str, Provider); 9] = [
+const FIXTURES: [(&str, Provider); 11] = [
     ("openai_chat_64.sse", Provider::OpenaiChat),
     ("openai_chat_reasoning_crlf.sse", Provider::OpenaiChat),
     ("openai_chat_tools_cr.sse", Provider::OpenaiChat),
@@ -41,6 +41,8 @@ const FIXTURES: [(&str, Provider); 9] = [
     ("openai_completions_bom.sse", Provider::OpenaiCompletions),
     ("anthropic_full.sse", Provider::Anthropic),
     ("anthropic_error.sse", Provider::Anthropic),
+    ("gemini_thinking_crlf.sse", Provider::Gemini),
+    ("gemini_error.sse", Provider::Gemini),
 ];
 
 /// Bytes that matter to the grammars: line ends, field separators, JSON.

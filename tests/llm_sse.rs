@@ -150,6 +150,49 @@ fn cases() -> Vec<Case> {
             usage: Usage::default(),
             verdict: Some(FailureKind::Truncated),
         },
+        // Gemini (issue 14.2): shaped as the API documents its SSE stream
+        // (GenerateContentResponse per event, CRLF, no end marker).
+        Case {
+            file: "gemini_thinking_crlf.sse",
+            provider: Gemini,
+            output_chunks: 7,
+            answer: 4,
+            reasoning: 3,
+            tool: 0,
+            // output = candidatesTokenCount 4 + thoughtsTokenCount 3
+            usage: usage(Some(20), Some(7), Some(8), Some(3)),
+            verdict: None,
+        },
+        Case {
+            file: "gemini_tool.sse",
+            provider: Gemini,
+            output_chunks: 1,
+            answer: 0,
+            reasoning: 0,
+            tool: 1,
+            usage: usage(Some(12), Some(5), None, None),
+            verdict: None,
+        },
+        Case {
+            file: "gemini_error.sse",
+            provider: Gemini,
+            output_chunks: 2,
+            answer: 2,
+            reasoning: 0,
+            tool: 0,
+            usage: usage(Some(5), None, None, None),
+            verdict: Some(FailureKind::ErrorEvent),
+        },
+        Case {
+            file: "gemini_blocked.sse",
+            provider: Gemini,
+            output_chunks: 0,
+            answer: 0,
+            reasoning: 0,
+            tool: 0,
+            usage: Usage::default(),
+            verdict: Some(FailureKind::ErrorEvent),
+        },
         Case {
             file: "openai_empty_answer.sse",
             provider: OpenaiChat,
@@ -443,10 +486,16 @@ fn token_events_get_the_arrival_time_of_the_chunk_that_completed_them() {
 #[test]
 fn answer_time_differs_from_token_time_when_reasoning_comes_first() {
     let base = Instant::now();
-    for file in ["openai_chat_reasoning_crlf.sse", "anthropic_full.sse"] {
+    for file in [
+        "openai_chat_reasoning_crlf.sse",
+        "anthropic_full.sse",
+        "gemini_thinking_crlf.sse",
+    ] {
         let input = fixture(file);
         let provider = if file.starts_with("anthropic") {
             Provider::Anthropic
+        } else if file.starts_with("gemini") {
+            Provider::Gemini
         } else {
             Provider::OpenaiChat
         };

@@ -20,6 +20,7 @@ scenarios:
   - {name: Chat, provider: openai-chat, model: m, prompt_length: 200, prefix_length: 64, output_length: 30}
   - {name: Legacy, provider: openai-completions, model: m, prompt_length: 120, prefix_length: 32, output_length: 25}
   - {name: Claude, provider: anthropic, model: m, prompt_length: 150, prefix_length: 48, output_length: 20}
+  - {name: Gemini, provider: gemini, model: gemini-sim, prompt_length: 140, prefix_length: 48, output_length: 22}
 ";
 const PER_SCENARIO: usize = 6;
 
@@ -103,4 +104,60 @@ async fn client_timings_and_tokens_match_the_simulators_ground_truth() {
             "{metric}: median difference {med:.0} µs exceeds 1 ms: {diffs:?}"
         );
     }
+}
+
+/// Runs one Gemini request against a simulator with `cfg` and returns it.
+async fn one_gemini(cfg: SimConfig) -> Outcome {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, cfg, shutdown.clone()));
+    let config = TestConfig::from_yaml(
+        "scenarios:\n  - {name: G, provider: gemini, model: gemini-sim, prompt_length: 40, prefix_length: 8, output_length: 12}\n",
+    )
+    .unwrap();
+    let client = LlmClient::new(&Timeouts::default(), 1).unwrap();
+    let p = PreparedScenario::new(&config.scenarios[0], &host).unwrap();
+    let o = client.execute(&p, 0, &CancellationToken::new()).await;
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    o
+}
+
+/// Proves (issue 14.2): with thought parts in the stream, output =
+/// candidates + thoughts and reasoning = thoughts (which part is which
+/// token kind is pinned clock-free by tests/llm_sse.rs), its in-stream
+/// error object fails the request as an error event,
+/// and its HTTP error body (`{error: {code, message, status}}`) gives the
+/// status kind, through the real client and simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_reasoning_and_errors_match_the_simulator() {
+    let base = SimConfig {
+        ttft_ms: 5.0,
+        tpot_ms: 2.0,
+        jitter: 0.0,
+        ..SimConfig::default()
+    };
+    let o = one_gemini(SimConfig {
+        reasoning_tokens: 4,
+        ..base.clone()
+    })
+    .await;
+    assert!(o.failure.is_none(), "{:?}", o.failure);
+    assert_eq!(o.usage.output_tokens, Some(12));
+    assert_eq!(o.usage.reasoning_tokens, Some(4));
+    assert_eq!(o.usage.input_tokens, Some(40));
+    assert_eq!(o.output_chunks, 12);
+
+    let o = one_gemini(SimConfig {
+        fault_error_event: 1.0,
+        ..base.clone()
+    })
+    .await;
+    let f = o.failure.expect("an error event fails the request");
+    assert_eq!(f.kind(), tokenswarm::outcome::FailureKind::ErrorEvent, "{f:?}");
+
+    let o = one_gemini(SimConfig { fault_429: 1.0, ..base }).await;
+    let f = o.failure.expect("a 429 fails the request");
+    assert_eq!(f.kind(), tokenswarm::outcome::FailureKind::HttpStatus(429), "{f:?}");
 }

@@ -488,3 +488,40 @@ fn a_scenarios_file_with_host_runs_standalone() {
         std::fs::read(&file).unwrap()
     );
 }
+
+/// Issue 14.2: a `provider: gemini` endpoint spec runs against the
+/// simulator's Gemini route: exit 0, one row per served request, every one
+/// ok with the suite's output length as the server-reported output tokens.
+#[test]
+fn a_gemini_endpoint_runs_against_the_simulator() {
+    let dir = test_dir("standalone-gemini");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let ep = dir.join("gemini.yml");
+    std::fs::write(
+        &ep,
+        format!(
+            "provider: gemini\nmodel: gemini-sim\nbase_url: http://127.0.0.1:{port}/v1beta\napi_key_env_var: PATH\n"
+        ),
+    )
+    .unwrap();
+    let suite = short_suite(&dir, "");
+    let results = dir.join("results");
+    let (code, log) = run(
+        &dir,
+        &[
+            suite.to_str().unwrap(),
+            ep.to_str().unwrap(),
+            "--yes",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    let rows = read_csv(&run_dir(&results).join("llm_requests.csv"));
+    assert_eq!(rows.len() as u64, sim_stats(port)["requests"].as_u64().unwrap());
+    assert!(rows.len() >= 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["status"] == "ok" && r["output_tokens"] == "8"),
+        "{rows:?}"
+    );
+}

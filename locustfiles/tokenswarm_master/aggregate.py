@@ -10,7 +10,6 @@ a rounded bucket can lie just outside the real range.
 The aggregator keeps no Locust objects, so it is unit-testable on its own.
 """
 
-import math
 import threading
 import time
 from collections import deque
@@ -31,6 +30,9 @@ CURRENT_LAG = 2
 #: Distinct failure rows one scenario may have in the master's failures
 #: table, as `MAX_FAILURE_KEYS` in src/metrics/mod.rs caps each worker.
 MAX_FAILURE_KEYS = 32
+#: Percentile fractions are resolved to 1 / PERCENTILE_SCALE (p99.9999), as
+#: `PERCENTILE_SCALE` in src/metrics/report.rs (per cent there).
+PERCENTILE_SCALE = 1_000_000
 
 
 class Dist:
@@ -63,10 +65,15 @@ class Dist:
 
     def percentile(self, p):
         """Value (µs) at fraction p: the smallest bucket whose cumulative
-        count reaches ceil(p * count), clamped to [min, max]."""
+        count reaches ceil(p * count), clamped to [min, max].
+
+        The rank is integer arithmetic on p resolved to 1e-6 (p99.9999), as
+        `HistReport::percentile_us` in Rust does: a float product would make
+        p99.9 of 1000 samples rank 1000 (99.9 / 100 * 1000 > 999) and loses
+        counts beyond 2^53. tests/fixtures/percentiles pins both sides."""
         if not self.hist:
             return None
-        rank = max(1, math.ceil(p * sum(self.hist.values())))
+        rank = max(1, -(-round(p * PERCENTILE_SCALE) * sum(self.hist.values()) // PERCENTILE_SCALE))
         seen = 0
         for k in sorted(self.hist):
             seen += self.hist[k]

@@ -79,6 +79,7 @@ pub fn full(provider: Provider, ev: SseEvent<'_>, scrub: &Scrubber) -> Meaning {
     match provider {
         Provider::OpenaiChat | Provider::OpenaiCompletions => openai(ev, scrub),
         Provider::Anthropic => anthropic(ev, scrub),
+        Provider::Gemini => gemini(ev, scrub),
     }
 }
 
@@ -213,6 +214,58 @@ fn anthropic(ev: SseEvent<'_>, scrub: &Scrubber) -> Meaning {
     m
 }
 
+/// Gemini: every event is one `GenerateContentResponse`. The first
+/// candidate's parts carry the tokens (`text` with `thought: true` is
+/// reasoning, other `text` the answer, `functionCall` a tool call), its
+/// `finishReason` the finish; `usageMetadata` the usage, with output =
+/// `candidatesTokenCount + thoughtsTokenCount` (Gemini counts thoughts
+/// apart; OpenAI's `completion_tokens` includes reasoning, and so does
+/// tokenswarm's output). An `error` object (`{code, message, status}`) or a
+/// `promptFeedback.blockReason` fails the request. There is no end marker:
+/// the stream ends with the body.
+fn gemini(ev: SseEvent<'_>, scrub: &Scrubber) -> Meaning {
+    let data = ev.data.trim_ascii();
+    let r: GmResponse = match serde_json::from_slice(data) {
+        Ok(r) => r,
+        Err(e) => {
+            if ev.event == b"error" {
+                return error_event(scrub, None, data);
+            }
+            return invalid(scrub, e, data);
+        }
+    };
+    if r.error.is_some() || ev.event == b"error" {
+        return error_event(scrub, r.error.as_ref(), data);
+    }
+    if let Some(GmFeedback {
+        block_reason: ShortText(Some(reason)),
+    }) = r.prompt_feedback
+    {
+        let info = ErrorInfo {
+            kind: Some(reason),
+            message: Some("the prompt was blocked (promptFeedback.blockReason)".into()),
+        };
+        return error_event(scrub, Some(&info), data);
+    }
+    let c = r.candidates;
+    Meaning {
+        token: openai_token(c.answer, c.tool, c.reasoning),
+        finish: c.finish,
+        end: false,
+        usage: r.usage_metadata.map(|u| UsageReport {
+            input: u.prompt_token_count,
+            output: match (u.candidates_token_count, u.thoughts_token_count) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+            },
+            cached: u.cached_content_token_count,
+            cache_creation: None,
+            reasoning: u.thoughts_token_count,
+        }),
+        failure: None,
+    }
+}
+
 /// The token kind of a `content_block_delta` (shared with the fast path).
 pub(super) fn anthropic_delta_token(text: bool, partial_json: bool, thinking: bool) -> Option<TokenKind> {
     if text {
@@ -239,6 +292,7 @@ struct ErrorInfo {
 }
 
 /// A JSON string cut to [`ERROR_TEXT_BYTES`]; any other value is `None`.
+#[derive(Default)]
 struct ShortText(Option<String>);
 
 fn short(v: &str) -> String {
@@ -298,6 +352,8 @@ impl<'de> Deserialize<'de> for ErrorInfo {
         enum Key {
             Type,
             Message,
+            /// Gemini's (Google RPC) name of the error, the cause when no `type`.
+            Status,
             #[serde(other)]
             Other,
         }
@@ -331,14 +387,19 @@ impl<'de> Deserialize<'de> for ErrorInfo {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ErrorInfo, A::Error> {
                 let mut info = ErrorInfo::default();
+                let mut status = None;
                 while let Some(k) = map.next_key::<Key>()? {
                     match k {
                         Key::Type => info.kind = map.next_value::<ShortText>()?.0,
                         Key::Message => info.message = map.next_value::<ShortText>()?.0,
+                        Key::Status => status = map.next_value::<ShortText>()?.0,
                         Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
+                }
+                if info.kind.is_none() {
+                    info.kind = status;
                 }
                 Ok(info)
             }
@@ -596,4 +657,194 @@ struct AnUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+}
+
+// ---------------------------------------------------------------- Gemini
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmResponse {
+    #[serde(default)]
+    candidates: GmCandidates,
+    #[serde(default)]
+    usage_metadata: Option<GmUsage>,
+    #[serde(default)]
+    prompt_feedback: Option<GmFeedback>,
+    #[serde(default)]
+    error: Option<ErrorInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmFeedback {
+    #[serde(default)]
+    block_reason: ShortText,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmUsage {
+    #[serde(default)]
+    prompt_token_count: Option<u64>,
+    #[serde(default)]
+    candidates_token_count: Option<u64>,
+    #[serde(default)]
+    cached_content_token_count: Option<u64>,
+    #[serde(default)]
+    thoughts_token_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmCandidate {
+    #[serde(default)]
+    content: Option<GmContent>,
+    #[serde(default)]
+    finish_reason: NonEmpty,
+}
+
+#[derive(Deserialize)]
+struct GmContent {
+    #[serde(default)]
+    parts: GmParts,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmPart {
+    #[serde(default)]
+    text: NonEmpty,
+    #[serde(default)]
+    thought: IsTrue,
+    #[serde(default)]
+    function_call: NonEmpty,
+}
+
+/// What the first candidate carried, folded without collecting arrays
+/// (`null` or absent = nothing; later candidates are skipped).
+#[derive(Default)]
+struct GmCandidates {
+    answer: bool,
+    reasoning: bool,
+    tool: bool,
+    finish: bool,
+}
+
+impl<'de> Deserialize<'de> for GmCandidates {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GmCandidates, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GmCandidates;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of candidates or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<GmCandidates, E> {
+                Ok(GmCandidates::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<GmCandidates, E> {
+                Ok(GmCandidates::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GmCandidates, A::Error> {
+                let mut c = GmCandidates::default();
+                if let Some(first) = seq.next_element::<GmCandidate>()? {
+                    if let Some(content) = first.content {
+                        let p = content.parts;
+                        (c.answer, c.reasoning, c.tool) = (p.answer, p.reasoning, p.tool);
+                    }
+                    c.finish = first.finish_reason.0;
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(c)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The kinds of token the parts of one candidate carried.
+#[derive(Default)]
+struct GmParts {
+    answer: bool,
+    reasoning: bool,
+    tool: bool,
+}
+
+impl<'de> Deserialize<'de> for GmParts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GmParts, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GmParts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of parts or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<GmParts, E> {
+                Ok(GmParts::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<GmParts, E> {
+                Ok(GmParts::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GmParts, A::Error> {
+                let mut p = GmParts::default();
+                while let Some(part) = seq.next_element::<GmPart>()? {
+                    if part.text.0 {
+                        if part.thought.0 {
+                            p.reasoning = true;
+                        } else {
+                            p.answer = true;
+                        }
+                    }
+                    p.tool |= part.function_call.0;
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a JSON value is `true`; anything else (absent, null, other
+/// types) is not. Never fails, never allocates.
+#[derive(Default, Clone, Copy)]
+struct IsTrue(bool);
+
+impl<'de> Deserialize<'de> for IsTrue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsTrue, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IsTrue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<IsTrue, E> {
+                Ok(IsTrue(v))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<IsTrue, E> {
+                Ok(IsTrue(false))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsTrue, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsTrue(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsTrue, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IsTrue(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

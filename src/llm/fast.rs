@@ -33,6 +33,8 @@
 //! hold a non-ASCII byte: ignored values (`id`, `model`, ...) are skipped
 //! byte-wise, as serde_json's own `ignore_str` skips them.
 //!
+//! Gemini events always take the full parser (`None`).
+//!
 //! tests/llm_fast_path.rs holds the scanner to this contract over recorded
 //! streams of every format and a large seeded corpus of generated and
 //! mutated events, and checks that the recorded token events do take the
@@ -47,6 +49,9 @@ pub fn interpret(provider: Provider, ev: SseEvent<'_>) -> Option<Meaning> {
     match provider {
         Provider::OpenaiChat | Provider::OpenaiCompletions => openai(ev),
         Provider::Anthropic => anthropic(ev),
+        // Gemini's events go to the full parser: its streams are few and
+        // short-lived next to OpenAI-compatible servers', so no scanner yet.
+        Provider::Gemini => None,
     }
 }
 

@@ -14,17 +14,22 @@
 //!   `stream_options: {include_usage: true}`, `temperature` if set;
 //! - openai-completions: the same with `prompt` instead of `messages`;
 //! - anthropic: `model`, `max_tokens`, `messages`, `stream: true`,
-//!   `temperature` if set.
+//!   `temperature` if set;
+//! - gemini: `contents: [{role: user, parts: [{text}]}]`,
+//!   `generationConfig: {maxOutputTokens, temperature if set}`; the model
+//!   is in the URL (`/v1beta/models/{model}:streamGenerateContent?alt=sse`)
+//!   and streaming is the method, so neither goes in the body.
 //!
 //! Then every `extra_body` entry is set at top level, overriding a default
 //! of the same name (this is how `ignore_eos`/`min_tokens` reach vLLM).
 //!
 //! Headers: `content-type: application/json`, `accept: text/event-stream`,
 //! the key as `Authorization: Bearer ..` (OpenAI) or `x-api-key` plus
-//! `anthropic-version: 2023-06-01` (Anthropic), then the scenario's
-//! headers, which override ours. The client adds `x-request-id` per request
-//! (`super::client::REQUEST_ID_HEADER`). Key-bearing values are marked
-//! sensitive so `http`'s own `Debug` hides them.
+//! `anthropic-version: 2023-06-01` (Anthropic) or `x-goog-api-key`
+//! (Gemini), then the scenario's headers, which override ours. The client
+//! adds `x-request-id` per request (`super::client::REQUEST_ID_HEADER`).
+//! Key-bearing values are marked sensitive so `http`'s own `Debug` hides
+//! them.
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -52,23 +57,36 @@ impl BodyTemplate {
     /// The template of `scenario`'s request body.
     pub fn new(scenario: &Scenario) -> Result<BodyTemplate, LlmError> {
         let mut body = Map::new();
-        body.insert("model".into(), Value::String(scenario.model.clone()));
         let marker = Value::String(MARKER.into());
-        match scenario.provider {
-            Provider::OpenaiChat | Provider::Anthropic => {
-                body.insert("messages".into(), json!([{"role": "user", "content": marker}]));
+        if scenario.provider == Provider::Gemini {
+            body.insert(
+                "contents".into(),
+                json!([{"role": "user", "parts": [{"text": marker}]}]),
+            );
+            let mut generation = Map::new();
+            generation.insert("maxOutputTokens".into(), scenario.output_length.into());
+            if let Some(t) = scenario.temperature {
+                generation.insert("temperature".into(), json!(t));
             }
-            Provider::OpenaiCompletions => {
-                body.insert("prompt".into(), marker);
+            body.insert("generationConfig".into(), Value::Object(generation));
+        } else {
+            body.insert("model".into(), Value::String(scenario.model.clone()));
+            match scenario.provider {
+                Provider::OpenaiChat | Provider::Anthropic | Provider::Gemini => {
+                    body.insert("messages".into(), json!([{"role": "user", "content": marker}]));
+                }
+                Provider::OpenaiCompletions => {
+                    body.insert("prompt".into(), marker);
+                }
             }
-        }
-        body.insert("max_tokens".into(), scenario.output_length.into());
-        body.insert("stream".into(), Value::Bool(true));
-        if scenario.provider != Provider::Anthropic {
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        if let Some(t) = scenario.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("max_tokens".into(), scenario.output_length.into());
+            body.insert("stream".into(), Value::Bool(true));
+            if scenario.provider != Provider::Anthropic {
+                body.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+            if let Some(t) = scenario.temperature {
+                body.insert("temperature".into(), json!(t));
+            }
         }
         for (k, v) in &scenario.extra_body {
             body.insert(k.clone(), v.clone());
@@ -109,13 +127,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The characters a model name may keep in a URL path segment (RFC 3986
+/// unreserved); everything else is percent-encoded.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `host` + `endpoint` (or `endpoint` alone when it is an absolute URL, or
-/// the provider's default path when the scenario names none).
+/// the provider's default path when the scenario names none). `{model}` in
+/// the endpoint becomes the scenario's model, path-encoded (Gemini puts the
+/// model in the path).
 pub fn url(scenario: &Scenario, host: &str) -> Result<reqwest::Url, LlmError> {
     let endpoint = scenario
         .endpoint
         .as_deref()
         .unwrap_or_else(|| scenario.provider.default_endpoint());
+    let endpoint = endpoint.replace("{model}", &path_segment(&scenario.model));
     let full = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.to_string()
     } else {
@@ -168,6 +203,13 @@ pub fn headers(scenario: &Scenario, api_key: Option<&str>) -> Result<HeaderMap, 
                 HeaderName::from_static("anthropic-version"),
                 HeaderValue::from_static(ANTHROPIC_VERSION),
             );
+        }
+        Provider::Gemini => {
+            if let Some(key) = api_key {
+                let mut v = HeaderValue::try_from(key).map_err(|_| key_error())?;
+                v.set_sensitive(true);
+                h.insert(HeaderName::from_static("x-goog-api-key"), v);
+            }
         }
     }
     for (name, value) in &scenario.headers {
@@ -238,6 +280,36 @@ mod tests {
             );
         }
         assert_eq!(serde_json::to_string(TASK).unwrap(), format!("\"{TASK}\""));
+    }
+
+    /// Gemini: the prompt in `contents[0].parts[0].text`, the output length
+    /// in `generationConfig.maxOutputTokens`, no model or stream field; the
+    /// model goes into the URL path (encoded) and the key into
+    /// `x-goog-api-key`.
+    #[test]
+    fn gemini_body_url_and_key_header() {
+        let prompt = PromptBuilder::new("S", 40, 8);
+        let mut s = scenario(Provider::Gemini);
+        s.extra_body.clear();
+        let body: Value = serde_json::from_slice(&BodyTemplate::new(&s).unwrap().body(&prompt, 3)).unwrap();
+        assert_eq!(body["contents"][0]["role"], "user");
+        assert_eq!(body["contents"][0]["parts"][0]["text"], prompt.build(3).as_str());
+        assert_eq!(body["generationConfig"]["maxOutputTokens"], 64);
+        assert_eq!(body["generationConfig"]["temperature"], 0.5);
+        assert!(body.get("model").is_none() && body.get("stream").is_none(), "{body}");
+        s.model = "gemini-2.5-flash".into();
+        assert_eq!(
+            url(&s, "http://h:1").unwrap().as_str(),
+            "http://h:1/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        s.model = "a b/c".into();
+        assert_eq!(
+            url(&s, "http://h:1").unwrap().path(),
+            "/v1beta/models/a%20b%2Fc:streamGenerateContent"
+        );
+        let h = headers(&s, Some("gk")).unwrap();
+        assert_eq!(h["x-goog-api-key"], "gk");
+        assert!(h["x-goog-api-key"].is_sensitive() && !h.contains_key(AUTHORIZATION));
     }
 
     #[test]

@@ -26,6 +26,14 @@
 //!   (Anthropic's `input_tokens` excludes cached reads), cached =
 //!   `cache_read_input_tokens`, output = the latest cumulative
 //!   `output_tokens` (from `message_delta`, else `message_start`).
+//!   Gemini: input = `promptTokenCount` (it includes cached content),
+//!   cached = `cachedContentTokenCount`, output = `candidatesTokenCount +
+//!   thoughtsTokenCount`, reasoning = `thoughtsTokenCount`, last report wins.
+//! - Gemini token-bearing events: a `GenerateContentResponse` whose first
+//!   candidate has a part with non-empty `text` (reasoning when the part
+//!   has `thought: true`) or a `functionCall`; `finishReason` is the
+//!   finish. Gemini has no end marker: a stream with a finish reason that
+//!   then ends is complete.
 //!
 //! # Verdict ([`StreamSummary::verdict`])
 //! In order: an `error` event or an `error` object in a chunk (vLLM sends
@@ -277,7 +285,7 @@ fn apply(s: &mut StreamSummary, acc: &mut AnthropicInput, provider: Provider, m:
     s.finish_reason |= m.finish;
     if let Some(u) = m.usage {
         match provider {
-            Provider::OpenaiChat | Provider::OpenaiCompletions => {
+            Provider::OpenaiChat | Provider::OpenaiCompletions | Provider::Gemini => {
                 s.usage.input_tokens = u.input.or(s.usage.input_tokens);
                 s.usage.output_tokens = u.output.or(s.usage.output_tokens);
                 s.usage.cached_tokens = u.cached.or(s.usage.cached_tokens);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Locust's `StatsEntryDict`: one window of one (name, method) entry.
 /// Times are Locust's float milliseconds; map keys are integers.
@@ -45,8 +45,16 @@ pub struct StatsError {
     pub last_seen: f64,
 }
 
+/// Percentiles are resolved to 1 / `PERCENTILE_SCALE` of a per cent
+/// (p99.9999): the master's Python uses the same resolution
+/// (`PERCENTILE_SCALE` in locustfiles/tokenswarm_master/aggregate.py, as a
+/// fraction there).
+pub const PERCENTILE_SCALE: u128 = 10_000;
+
 /// One latency distribution in microseconds, buckets at 3 significant digits.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+/// `Deserialize` reads the same shape back (the shared percentile fixture,
+/// tests/fixtures/percentiles).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HistReport {
     pub count: u64,
     pub sum: u64,
@@ -110,18 +118,28 @@ impl HistReport {
     }
 
     /// The `p`-th percentile (0 < p <= 100) in microseconds: the smallest
-    /// bucket whose cumulative count reaches `ceil(p/100 * count)`, clamped
-    /// to the exact min and max. None when empty.
+    /// bucket whose cumulative count reaches `ceil(p/100 * count)` (at
+    /// least 1), clamped to the exact min and max. None when empty.
+    ///
+    /// The rank is integer arithmetic on `p` resolved to 0.0001 % (see
+    /// [`PERCENTILE_SCALE`]): a float product makes p99.9 of 1000 samples
+    /// rank 1000 (`99.9 / 100 * 1000 > 999`) and p7 of 100 rank 8, and
+    /// loses counts beyond 2^53. The master's Python (`Dist.percentile`)
+    /// uses the same rule; tests/fixtures/percentiles pins both.
     pub fn percentile_us(&self, p: f64) -> Option<u64> {
         if self.count == 0 {
             return None;
         }
-        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
+        // `as` saturates: NaN and negatives become 0 (rank 1), above 100 % the max.
+        let scaled = (p * PERCENTILE_SCALE as f64).round() as u128;
+        let rank = (scaled * u128::from(self.count))
+            .div_ceil(100 * PERCENTILE_SCALE)
+            .max(1);
+        let mut seen = 0u128;
         for (v, n) in &self.hist {
-            seen = seen.saturating_add(*n);
+            seen += u128::from(*n);
             if seen >= rank {
-                return Some((*v).clamp(self.min, self.max));
+                return Some((*v).max(self.min).min(self.max));
             }
         }
         Some(self.max)

@@ -59,17 +59,22 @@ pub enum Provider {
     OpenaiCompletions,
     /// Anthropic `/v1/messages`.
     Anthropic,
+    /// Google Gemini `/v1beta/models/{model}:streamGenerateContent?alt=sse`.
+    Gemini,
 }
 
 impl Provider {
-    pub const ALL: [&'static str; 3] = ["openai-chat", "openai-completions", "anthropic"];
+    pub const ALL: [&'static str; 4] = ["openai-chat", "openai-completions", "anthropic", "gemini"];
 
-    /// The endpoint used when a scenario names none.
+    /// The endpoint used when a scenario names none. `{model}` in an
+    /// endpoint (this default or a scenario's own) is replaced by the
+    /// scenario's model, path-encoded (`llm::request::url`).
     pub fn default_endpoint(self) -> &'static str {
         match self {
             Provider::OpenaiChat => "/v1/chat/completions",
             Provider::OpenaiCompletions => "/v1/completions",
             Provider::Anthropic => "/v1/messages",
+            Provider::Gemini => "/v1beta/models/{model}:streamGenerateContent?alt=sse",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The built-in OpenAI/Anthropic-compatible server simulator (`tokenswarm sim`).
 //!
-//! Serves `/v1/chat/completions`, `/v1/completions`, `/v1/messages` (streaming
-//! and not) and `/v1/models`, with a deterministic (seeded) latency model,
+//! Serves `/v1/chat/completions`, `/v1/completions`, `/v1/messages`,
+//! Gemini's `/v1beta/models/{model}:streamGenerateContent?alt=sse` and
+//! `:generateContent` (streaming and not) and `/v1/models`, with a deterministic (seeded) latency model,
 //! a prefix cache, bounded slots with queueing, and injected faults. Every
 //! response carries the simulator's ground truth (`sim`, docs/contracts.md
 //! §2); `GET /sim/stats` and `POST /sim/reset` expose counters, and
@@ -327,6 +328,7 @@ pub async fn serve(
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{target}", post(gemini))
         .route("/v1/models", get(models))
         .route("/sim/stats", get(stats))
         .route("/sim/reset", post(reset))
@@ -396,6 +398,46 @@ async fn completions(State(s): State<Arc<Shared>>, body: Body) -> Response {
 
 async fn messages(State(s): State<Arc<Shared>>, body: Body) -> Response {
     handle(s, Api::Messages, body).await
+}
+
+/// Gemini: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`
+/// (streamed as SSE) or `...:generateContent` (whole). The path segment is
+/// `model:method`; the stream without `alt=sse` (a JSON array) is not
+/// simulated and answered with a 400 saying so.
+async fn gemini(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(target): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Body,
+) -> Response {
+    let api = Api::Gemini;
+    let Some((model, method)) = target.rsplit_once(':') else {
+        return gemini_error(
+            404,
+            format!("models/{target} has no method; use :streamGenerateContent or :generateContent"),
+        );
+    };
+    let stream = match method {
+        "streamGenerateContent" => true,
+        "generateContent" => false,
+        _ => {
+            return gemini_error(
+                404,
+                format!("method {method:?} is not served; use streamGenerateContent or generateContent"),
+            );
+        }
+    };
+    let sse = query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    if stream && !sse {
+        return gemini_error(400, "this simulator streams Gemini only as SSE: add ?alt=sse".into());
+    }
+    handle_parsed(s, api, body, Some((model.to_string(), stream))).await
+}
+
+fn gemini_error(status: u16, message: String) -> Response {
+    let mut e = ApiError::bad(None, message);
+    e.status = status;
+    e.response(Api::Gemini)
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {
@@ -468,6 +510,12 @@ fn fail(shared: &Shared, api: Api, mut o: ServedRequest, e: ApiError) -> Respons
 /// One request: read and parse the body, plan the response, wait for a
 /// slot, then execute the plan (streamed, or whole at the end).
 async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
+    handle_parsed(shared, api, body, None).await
+}
+
+/// [`handle`], with the model and the streaming flag taken from the path
+/// when the API puts them there (Gemini).
+async fn handle_parsed(shared: Arc<Shared>, api: Api, body: Body, path: Option<(String, bool)>) -> Response {
     let t0 = Instant::now();
     let arrival = SystemTime::now();
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
@@ -489,7 +537,12 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
         completed: false,
     };
     let req = match server::read_body(body, cfg.max_body_bytes).await {
-        Ok(bytes) => parse::parse(api, &bytes),
+        Ok(bytes) => parse::parse_for_model(api, &bytes, path.as_ref().map(|(m, _)| m.as_str())).map(|mut r| {
+            if let Some((_, stream)) = &path {
+                r.stream = *stream;
+            }
+            r
+        }),
         Err(e) => Err(e),
     };
     let req = match req {
@@ -542,6 +595,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
             Api::Chat => format!("chatcmpl-sim{seq:x}"),
             Api::Completions => format!("cmpl-sim{seq:x}"),
             Api::Messages => format!("msg_sim{seq:x}"),
+            Api::Gemini => format!("gemini-sim{seq:x}"),
         },
         model_json: serde_json::to_string(&req.model).unwrap_or_else(|_| "\"\"".into()),
         created: unix_now(),

@@ -30,6 +30,8 @@ pub enum Api {
     Chat,
     Completions,
     Messages,
+    /// Gemini `generateContent` / `streamGenerateContent` (model in the path).
+    Gemini,
 }
 
 impl Api {
@@ -38,6 +40,7 @@ impl Api {
             Api::Chat => "/v1/chat/completions",
             Api::Completions => "/v1/completions",
             Api::Messages => "/v1/messages",
+            Api::Gemini => "/v1beta/models/{model}:streamGenerateContent",
         }
     }
 }
@@ -72,11 +75,25 @@ impl ApiError {
                 "type": "error",
                 "error": {"type": self.anthropic_kind(), "message": self.message},
             }),
+            Api::Gemini => serde_json::json!({
+                "error": {"code": self.status, "message": self.message, "status": self.google_status()},
+            }),
             _ => serde_json::json!({
                 "error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code},
             }),
         };
         v.to_string()
+    }
+
+    /// The Google RPC status name Gemini puts in `error.status`.
+    fn google_status(&self) -> &'static str {
+        match self.status {
+            400 | 413 => "INVALID_ARGUMENT",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            503 => "UNAVAILABLE",
+            _ => "INTERNAL",
+        }
     }
 
     fn anthropic_kind(&self) -> &'static str {
@@ -279,9 +296,55 @@ struct RequestBody<'a> {
     reasoning: Field<AnyObject>,
     #[serde(borrow)]
     thinking: Field<Thinking<'a>>,
+    /// Gemini: the conversation, the system instruction, the output limit.
+    #[serde(borrow)]
+    contents: Field<Vec<Field<GeminiContent<'a>>>>,
+    #[serde(borrow, rename = "systemInstruction")]
+    system_instruction: Field<GeminiContent<'a>>,
+    #[serde(rename = "generationConfig")]
+    generation_config: Field<GenerationConfig>,
 }
 
 object_kind!(RequestBody);
+
+/// A Gemini `Content`: a role and an array of parts with `text`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GeminiContent<'a> {
+    #[serde(borrow)]
+    role: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    parts: Field<Content<'a>>,
+}
+object_kind!(GeminiContent);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GenerationConfig {
+    #[serde(rename = "maxOutputTokens")]
+    max_output_tokens: Field<i128>,
+    #[serde(rename = "thinkingConfig")]
+    thinking_config: Field<ThinkingConfig>,
+}
+
+impl<'de> Kind<'de> for GenerationConfig {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        GenerationConfig::deserialize(MapAccessDeserializer::new(map)).map(Some)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ThinkingConfig {
+    #[serde(rename = "includeThoughts")]
+    include_thoughts: Field<bool>,
+}
+
+impl<'de> Kind<'de> for ThinkingConfig {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        ThinkingConfig::deserialize(MapAccessDeserializer::new(map)).map(Some)
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -496,8 +559,15 @@ fn model_name(api: Api, f: &Field<Cow<'_, str>>) -> Result<String, ApiError> {
     }
 }
 
-/// Parses and validates a request body.
+/// Parses and validates a request body (the model in the body).
+#[cfg(test)]
 pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
+    parse_for_model(api, body, None)
+}
+
+/// Parses a body whose model came in the path (Gemini: `path_model`); the
+/// caller sets `stream` from the method.
+pub fn parse_for_model(api: Api, body: &[u8], path_model: Option<&str>) -> Result<Req, ApiError> {
     let top: Field<RequestBody> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(
             None,
@@ -522,7 +592,10 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
             ));
         }
     };
-    let model = model_name(api, &o.model)?;
+    let model = match path_model {
+        Some(m) => model_name(api, &Field::Ok(Cow::Borrowed(m)))?,
+        None => model_name(api, &o.model)?,
+    };
     let stream = opt_bool(api, &o.stream, "stream")?;
     let include_usage = match &o.stream_options {
         Field::Absent | Field::Null => false,
@@ -536,6 +609,23 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
         Field::Wrong(got) => return Err(wrong_type(api, "stream_options", "an object", got)),
     };
     let mut max_tokens = opt_int(api, &o.max_tokens, "max_tokens", 1)?;
+    let mut gemini_thoughts = false;
+    if api == Api::Gemini {
+        match &o.generation_config {
+            Field::Absent | Field::Null => {}
+            Field::Ok(g) => {
+                max_tokens = opt_int(api, &g.max_output_tokens, "generationConfig.maxOutputTokens", 1)?;
+                if let Field::Ok(t) = &g.thinking_config {
+                    gemini_thoughts = opt_bool(
+                        api,
+                        &t.include_thoughts,
+                        "generationConfig.thinkingConfig.includeThoughts",
+                    )?;
+                }
+            }
+            Field::Wrong(got) => return Err(wrong_type(api, "generationConfig", "an object", got)),
+        }
+    }
     if api == Api::Chat
         && let Some(m) = opt_int(api, &o.max_completion_tokens, "max_completion_tokens", 1)?
     {
@@ -605,6 +695,29 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
                 wants_reasoning =
                     matches!(&o.thinking, Field::Ok(t) if matches!(&t.kind, Field::Ok(s) if s == "enabled"));
             }
+        }
+        Api::Gemini => {
+            if let Field::Ok(sys) = &o.system_instruction {
+                content_field(api, "systemInstruction", &sys.parts, true, &mut texts)?;
+            }
+            let contents = match &o.contents {
+                Field::Absent | Field::Null => return Err(missing(api, "contents")),
+                Field::Ok(a) if a.is_empty() => {
+                    return Err(ApiError::bad(Some("contents"), "contents is not specified".into()));
+                }
+                Field::Ok(a) => a,
+                Field::Wrong(got) => return Err(wrong_type(api, "contents", "an array", got)),
+            };
+            for c in contents {
+                match c {
+                    Field::Ok(c) => content_field(api, "contents", &c.parts, false, &mut texts)?,
+                    Field::Absent | Field::Null => {
+                        return Err(wrong_type(api, "contents", "an array of objects", "null"));
+                    }
+                    Field::Wrong(got) => return Err(wrong_type(api, "contents", "an array of objects", got)),
+                }
+            }
+            wants_reasoning = gemini_thoughts;
         }
         Api::Completions => match &o.prompt {
             Field::Absent | Field::Null => return Err(missing(api, "prompt")),
@@ -692,6 +805,39 @@ mod tests {
         let e = err(Api::Chat, r#"[1,2]"#);
         assert_eq!(e.message, "The request body must be a JSON object, got an array.");
         assert!(err(Api::Chat, "{oops").message.contains("could not parse"));
+    }
+
+    /// Gemini: the model from the path, prompt words from
+    /// `systemInstruction` and every `contents[].parts[].text`, the output
+    /// limit from `generationConfig.maxOutputTokens`; errors in Google's shape.
+    #[test]
+    fn gemini_bodies() {
+        let r = parse_for_model(
+            Api::Gemini,
+            br#"{"systemInstruction":{"parts":[{"text":"s t"}]},"contents":[{"role":"user","parts":[{"text":"a b"},{"text":"c"}]}],
+                "generationConfig":{"maxOutputTokens":7,"thinkingConfig":{"includeThoughts":true}}}"#,
+            Some("gemini-x"),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.max_tokens, r.prompt_tokens),
+            ("gemini-x", Some(7), 5)
+        );
+        assert!(r.wants_reasoning);
+        let e = parse_for_model(Api::Gemini, br#"{"contents":[]}"#, Some("g")).unwrap_err();
+        assert_eq!((e.status, e.param), (400, Some("contents")));
+        let v: serde_json::Value = serde_json::from_str(&e.body(Api::Gemini)).unwrap();
+        assert_eq!(
+            (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
+            (Some(400), Some("INVALID_ARGUMENT"))
+        );
+        let e = parse_for_model(
+            Api::Gemini,
+            br#"{"contents":[{"parts":[{"text":"a"}]}],"generationConfig":{"maxOutputTokens":"9"}}"#,
+            Some("g"),
+        )
+        .unwrap_err();
+        assert_eq!(e.param, Some("generationConfig.maxOutputTokens"));
     }
 
     /// Issue 13: a model name longer than MAX_MODEL_BYTES is a 400 on `model`.

@@ -105,7 +105,7 @@ fn default_error_limit() -> f64 {
 }
 
 /// The providers tokenswarm can speak, as tokenflood (litellm) names them.
-pub const PROVIDERS: [&str; 4] = ["openai", "hosted_vllm", "azure", "anthropic"];
+pub const PROVIDERS: [&str; 5] = ["openai", "hosted_vllm", "azure", "anthropic", "gemini"];
 
 /// tokenflood's endpoint spec (litellm's completion parameters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +226,13 @@ impl RunSuite {
                     "field `percentiles` has value {p}; each percentile must be in (0, 100]"
                 )));
             }
+            // Percentiles are read at 0.0001 % resolution (report::PERCENTILE_SCALE).
+            let scaled = p * crate::metrics::report::PERCENTILE_SCALE as f64;
+            if (scaled - scaled.round()).abs() > 1e-6 {
+                return Err(run_err(format!(
+                    "field `percentiles` has value {p}; use at most 4 decimal places (e.g. 99.9999)"
+                )));
+            }
         }
         if !(self.error_limit.is_finite() && (0.0..=1.0).contains(&self.error_limit)) {
             return Err(run_err(format!(
@@ -290,7 +297,6 @@ impl EndpointSpec {
     fn validate(&self) -> Result<(), SpecError> {
         if !PROVIDERS.contains(&self.provider.as_str()) {
             let hint = match self.provider.as_str() {
-                "gemini" => " (gemini's streaming format is not implemented in the client and the simulator yet)",
                 "bedrock" | "sagemaker" | "sagemaker_chat" => " (AWS request signing is not implemented)",
                 _ => "",
             };
@@ -356,6 +362,7 @@ impl EndpointSpec {
             "openai" => Some("OPENAI_API_KEY".into()),
             "azure" => Some("AZURE_API_KEY".into()),
             "anthropic" => Some("ANTHROPIC_API_KEY".into()),
+            "gemini" => Some("GEMINI_API_KEY".into()),
             _ => None,
         }
     }
@@ -371,6 +378,11 @@ impl EndpointSpec {
                 self.api_version.as_deref().unwrap_or_default().trim()
             ),
             "anthropic" => format!("{}/messages", base("https://api.anthropic.com/v1")),
+            "gemini" => format!(
+                "{}/models/{}:streamGenerateContent?alt=sse",
+                base("https://generativelanguage.googleapis.com/v1beta"),
+                crate::llm::request::path_segment(self.model.trim())
+            ),
             _ => format!("{}/chat/completions", base("https://api.openai.com/v1")),
         }
     }
@@ -385,6 +397,7 @@ impl EndpointSpec {
     pub fn wire_provider(&self) -> Provider {
         match self.provider.as_str() {
             "anthropic" => Provider::Anthropic,
+            "gemini" => Provider::Gemini,
             _ => Provider::OpenaiChat,
         }
     }
@@ -615,15 +628,30 @@ mod tests {
     /// deployment URL and sends the key as `api-key`.
     #[test]
     fn providers_map_to_urls_keys_and_errors() {
-        for bad in ["gemini", "bedrock", "sagemaker_chat", "cohere"] {
+        for bad in ["bedrock", "sagemaker_chat", "cohere", "vertex_ai"] {
             let m = EndpointSpec::from_yaml(&format!("provider: {bad}\nmodel: m\n"))
                 .unwrap_err()
                 .to_string();
             assert!(
-                m.contains(bad) && m.contains("openai, hosted_vllm, azure, anthropic"),
+                m.contains(bad) && m.contains("openai, hosted_vllm, azure, anthropic, gemini"),
                 "{m}"
             );
         }
+        let g = EndpointSpec::from_yaml("provider: gemini\nmodel: gemini-2.5-flash\n").unwrap();
+        assert_eq!(
+            g.url(),
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(
+            (g.key_env().as_deref(), g.wire_provider()),
+            (Some("GEMINI_API_KEY"), Provider::Gemini)
+        );
+        let g =
+            EndpointSpec::from_yaml("provider: gemini\nmodel: m\nbase_url: http://127.0.0.1:8000/v1beta/\n").unwrap();
+        assert_eq!(
+            g.url(),
+            "http://127.0.0.1:8000/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
         let a = EndpointSpec::from_yaml(
             "provider: azure\ndeployment: gpt-4o\nmodel: gpt-4o\napi_version: 2024-06-01\napi_base: https://x.openai.azure.com/\n",
         )
@@ -694,6 +722,8 @@ mod tests {
             ),
             ("error_limit: 0.3", "error_limit: 1.5", "error_limit"),
             ("  - ' Z'", "  - ' Z'\n  - ' the'", "token_set.tokens"),
+            // Finer than the aggregates' 0.0001 % resolution would be rounded.
+            ("- 99\n", "- 99.99995\n", "at most 4 decimal places"),
         ];
         for (from, to, field) in cases {
             assert!(RIPPLE.contains(from), "{from}");

@@ -1,12 +1,13 @@
 //! Writers per wire format: they turn a [`Plan`] into bytes, the streaming
 //! chunks (prebuilt once per request, token chunks cloned by refcount) and
 //! the whole non-streaming body. They own the JSON shapes of OpenAI chat,
-//! OpenAI completions and Anthropic messages; they do not decide what to send
+//! OpenAI completions, Anthropic messages and Gemini generateContent; they do not decide what to send
 //! or when (the plan and the stream executor do).
 
 mod anthropic;
 mod chat;
 mod completions;
+mod gemini;
 
 use std::fmt::Write as _;
 
@@ -78,6 +79,7 @@ pub fn stream_format(
         Api::Chat => Box::new(chat::ChatStream::new(ident, opts)),
         Api::Completions => Box::new(completions::CompletionsStream::new(ident, opts)),
         Api::Messages => Box::new(anthropic::MessagesStream::new(ident, usage, reasoning)),
+        Api::Gemini => Box::new(gemini::GeminiStream::new(ident)),
     }
 }
 
@@ -87,6 +89,7 @@ pub fn full_body(api: Api, ident: &Ident, plan: &Plan, usage: &UsageCounts, opts
         Api::Chat => chat::body(ident, plan, usage, opts, sim),
         Api::Completions => completions::body(ident, plan, usage, sim),
         Api::Messages => anthropic::body(ident, plan, usage, sim),
+        Api::Gemini => gemini::body(ident, plan, usage, sim),
     }
 }
 
@@ -209,6 +212,13 @@ mod tests {
         let t = v(Api::Completions);
         assert_eq!(t["choices"][0]["text"], " tok tok");
         assert_eq!(t["choices"][0]["finish_reason"], "length");
+        let g = v(Api::Gemini);
+        assert_eq!(g["candidates"][0]["content"]["parts"][0]["thought"], true);
+        assert_eq!(g["candidates"][0]["content"]["parts"][1]["text"], " tok tok");
+        assert_eq!(g["candidates"][0]["finishReason"], "MAX_TOKENS");
+        assert_eq!(g["usageMetadata"]["candidatesTokenCount"], 2);
+        assert_eq!(g["usageMetadata"]["thoughtsTokenCount"], 1);
+        assert_eq!(g["usageMetadata"]["cachedContentTokenCount"], 16);
         let m = v(Api::Messages);
         assert_eq!(m["content"][0]["type"], "thinking");
         assert_eq!(m["content"][1]["text"], " tok tok");
@@ -221,7 +231,7 @@ mod tests {
     /// (or `[DONE]`).
     #[test]
     fn stream_pieces_are_whole_sse_events() {
-        for api in [Api::Chat, Api::Completions, Api::Messages] {
+        for api in [Api::Chat, Api::Completions, Api::Messages, Api::Gemini] {
             for include_usage in [false, true] {
                 let opts = Options {
                     reasoning_field: "reasoning_content",
@@ -237,7 +247,8 @@ mod tests {
                 let sim = f.tail_has_sim().then_some("{}");
                 f.tail(&mut out, Finish::Stop, &USAGE, sim);
                 f.error_event(&mut out);
-                let text = std::str::from_utf8(&out).unwrap();
+                // Gemini ends lines with CRLF, as Google's servers do.
+                let text = std::str::from_utf8(&out).unwrap().replace("\r\n", "\n");
                 assert!(text.ends_with("\n\n"), "{api:?}: {text}");
                 for ev in text.split("\n\n").filter(|e| !e.is_empty()) {
                     let data = ev.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
