@@ -32,7 +32,8 @@ master's stats after each phase and a JSON report go to
 target/container-faults/.
 
 Environment: TOKENSWARM_IMAGE (default tokenswarm:local),
-FAULTS_LOGS (default target/container-faults), FAULTS_KEEP=1 (leave the
+FAULTS_LOGS (default target/container-faults), FAULTS_PHASES="worker kill,..." (only these phases, in the usual order),
+FAULTS_KEEP=1 (leave the
 containers up after the run, for inspection; they still carry the label).
 """
 
@@ -325,21 +326,38 @@ class Cluster:
         return wait_for(what, probe, bound_s)
 
     def stop_and_settle(self, ws=None) -> tuple[Master, dict[str, Lines]]:
-        """GET /stop, then waits until the master is stopped and its totals
-        and the workers' lines no longer change (the last reports are in)."""
-        self.http(f"http://{self.master_ip}:{MASTER_WEB}/stop")
-        prev, same = None, 0
+        """POST /stop, then waits until every worker has reported its stop
+        and the master's totals and the workers' lines no longer change (the
+        last reports are in)."""
+        self.http(f"http://{self.master_ip}:{MASTER_WEB}/stop", {})
+        prev, same, seen = None, 0, []
         deadline = time.monotonic() + 60
         while True:
             m, ls = self.master(), self.all_lines(ws)
             key = (m.state, m.requests, m.failures, tuple(x.total for x in ls.values()))
-            same = same + 1 if key == prev and m.state == "stopped" else 0
+            # Locust stays "stopping" while a worker is missing (until it
+            # drops it, 60 s later): what counts is that every present
+            # worker has reported its stop ("ready" again).
+            present = [st for st, _ in m.workers.values() if st != "missing"]
+            stopped = m.state in ("stopped", "stopping") and all(st == "ready" for st in present)
+            same = same + 1 if key == prev and stopped else 0
+            if key != prev:
+                seen = [*seen[-4:], key]
             prev = key
             if same >= SETTLE_POLLS:
                 return m, ls
             if time.monotonic() > deadline:
-                raise Failed(f"run did not settle after /stop within 60 s (last: {key})")
+                raise Failed(f"run did not settle after /stop within 60 s (last values: {seen})")
             time.sleep(1)
+
+    def lost_master_logs(self) -> dict[str, int]:
+        """How often each worker logged losing the master (information for
+        the report, not asserted: the states and counts are)."""
+        out = {}
+        for w in self.workers:
+            r = subprocess.run(["docker", "logs", w], capture_output=True, text=True, timeout=30)
+            out[w.rsplit("-", 1)[-1]] = (r.stdout + r.stderr).count("lost the master")
+        return out
 
     def save(self, name: str, m: Master) -> None:
         (LOGS / f"{name}.stats.json").write_text(json.dumps(m.raw, indent=1))
@@ -457,6 +475,7 @@ def network_cut(c: Cluster, report: dict) -> None:
         master_requests=m.requests, master_failures=m.failures, master_failure_kinds=dict(m.errors),
         worker_lines=d.total, worker_failed=d.failed, cut_worker_lines=dc.total,
         cut_worker_failure_kinds=dict(dc.kinds), workers_at_end=sorted(m.workers),
+        workers_logged_lost_master=c.lost_master_logs(),
     )  # fmt: skip
     check(sorted(m.workers) == sorted(c.workers), f"master's workers at the end {sorted(m.workers)}")
     check(m.requests == d.total, f"master counts {m.requests} requests, the workers logged {d.total}")
@@ -512,9 +531,10 @@ def worker_kill(c: Cluster, report: dict) -> None:
 
     def rejoined():
         x = c.master()
-        return x if x.worker_state(dead) in ("ready", "stopped") else f"{dead} is {x.worker_state(dead)}"
+        good = x.worker_state(dead) == "ready" and x.state == "stopped"
+        return x if good else f"{dead} is {x.worker_state(dead)}, the master {x.state}"
 
-    wait_for("the restarted worker registers again", rejoined, 60)
+    wait_for("the restarted worker registers again and the master is stopped", rejoined, 60)
 
 
 def master_restart(c: Cluster, report: dict) -> None:
@@ -551,6 +571,7 @@ def master_restart(c: Cluster, report: dict) -> None:
         restarted_run_requests=m1.requests, restarted_run_workers=sorted(m1.workers),
         next_run_master_requests=m2.requests, next_run_master_failures=m2.failures,
         next_run_sim_requests=sim1 - sim0, next_run_worker_lines=d.total,
+        workers_logged_lost_master=c.lost_master_logs(),
     )  # fmt: skip
     check(sorted(m1.workers) == sorted(c.workers), f"restarted master's workers {sorted(m1.workers)}")
     check(m2.failures == 0, f"{m2.failures} failures in the next run: {dict(m2.errors)}")
@@ -575,19 +596,27 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    only = [p.strip() for p in os.environ.get("FAULTS_PHASES", "").split(",") if p.strip()]
+    phases = [(n, f) for n, f in PHASES if not only or n in only]
+    if not phases:
+        log(f"FAULTS_PHASES={only} names none of {[n for n, _ in PHASES]}")
+        return 2
     results = {}
     try:
         log(f"cluster {c.label}: {IMAGE}, {WORKERS} workers, {USERS} users")
         c.create()
-        for name, phase in PHASES:
+        if phases[0][1] is not sim_outage:  # it takes over the autostarted run
+            wait_for("the autostarted run", c.running_with_all, 120)
+            c.stop_and_settle()
+        for name, phase in phases:
             log(f"--- {name}")
             report: dict = {}
             try:
                 phase(c, report)
                 results[name] = {"ok": True, **report}
                 log(f"{name}: OK {json.dumps(report)}")
-            except Failed as e:
-                results[name] = {"ok": False, "error": str(e), **report}
+            except (Failed, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}", **report}
                 log(f"{name}: FAIL: {e} {json.dumps(report)}")
                 break  # the cluster is in an unknown state: later phases would not say much
     except Failed as e:
@@ -596,8 +625,8 @@ def main() -> int:
     finally:
         (LOGS / "report.json").write_text(json.dumps(results, indent=1))
         c.cleanup()
-    ok = len(results) == len(PHASES) and all(r["ok"] for r in results.values())
-    log(f"{'OK' if ok else 'FAIL'}: {sum(r['ok'] for r in results.values())}/{len(PHASES)} faults passed; "
+    ok = len(results) == len(phases) and all(r["ok"] for r in results.values())
+    log(f"{'OK' if ok else 'FAIL'}: {sum(r['ok'] for r in results.values())}/{len(phases)} faults passed; "
         f"report {LOGS / 'report.json'}")  # fmt: skip
     return 0 if ok else 1
 
