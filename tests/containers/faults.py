@@ -157,7 +157,8 @@ class Master:
 
 class Cluster:
     def __init__(self) -> None:
-        self.run_id = f"{os.getpid()}{secrets.token_hex(3)}"
+        # scripts/container-faults picks the id, so its trap can clean up too.
+        self.run_id = os.environ.get("FAULTS_RUN_ID") or f"{os.getpid()}{secrets.token_hex(3)}"
         self.label = f"tokenswarm.faults={self.run_id}"
         p = f"tsfault-{self.run_id}"
         self.net = f"{p}-net"
