@@ -62,6 +62,8 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
+# `tokenswarm init` embeds these (include_str! in src/standalone).
+COPY examples/tokenflood/ examples/tokenflood/
 RUN cargo build --release --locked --bin tokenswarm \
     && strip --strip-debug target/release/tokenswarm
 

@@ -202,7 +202,7 @@ class Cluster:
     def start_worker(self, w: str) -> None:
         docker(
             "run", "-d", "--init", "--label", self.label, "--network", self.net, "--name", w,
-            "-v", f"{self.out / w}:/out", "-e", "TOKENSWARM_LOG=info",
+            "-v", f"{self.out / w}:/out", "-e", "TOKENSWARM_LOG=info", "-e", "NO_COLOR=1",
             IMAGE, "tokenswarm", "worker", "--master-host", self.master_name,
             "--node-id", w, "--requests-out", "/out/requests.jsonl", "--master-timeout", "120",
         )  # fmt: skip
