@@ -135,6 +135,8 @@ def main():
                     help='simulator latency flags, e.g. "--ttft-ms 40 --tpot-ms 0 --prefill-us-per-token 0" (issue 12.4: TTFT 40 ms, answer in one write)')
     ap.add_argument("--sim-cpu", default=None, help="pin the simulator (default: unpinned)")
     ap.add_argument("--worker-cpu", default=None, help="pin the workers (default: unpinned)")
+    ap.add_argument("--plugin-master", action="store_true",
+                    help="run the master on locustfiles/llm.py (the tokenswarm plugin: final flush, `saturated` warnings, exit code 4) instead of bench/locustfile_tokenswarm.py")
     ap.add_argument("--out", default=os.path.join(c.BENCH, "results"))
     ap.add_argument("--keep-logs", help="directory for the process logs (default: a temporary one)")
     a = ap.parse_args()
@@ -154,12 +156,26 @@ def main():
     env["BENCH_LOAD"] = json.dumps(load)
     env["BENCH_LLM_OUT"] = os.path.join(workdir, "llm.json")
     env.setdefault("RUST_LOG", "warn")
+    scenarios_yaml = os.path.join(workdir, "scenarios.yaml")
+    with open(scenarios_yaml, "w") as f:
+        # The scenario of bench/locustfile_tokenswarm.py (defaults), for --plugin-master.
+        json.dump(
+            {
+                "scenarios": [{"name": "Chat", "provider": "openai-chat", "model": "bench", "prompt_length": 32, "prefix_length": 0, "output_length": 64}],
+                "load": load,
+                "safety": {"warmup": False, "error_limit": 0},
+            },
+            f,
+        )
     sim, sim_url = c.start_sim(workdir, "open", a.sim_args.split() + ["--log-requests", log_path], a.sim_cpu)
     master_port = c.free_port()
     workers = [
         c.Proc(
             "worker%d" % i,
-            c.pinned(a.worker_cpu, [c.TOKENSWARM, "worker", "--master-port", str(master_port)]),
+            c.pinned(
+                a.worker_cpu,
+                [c.TOKENSWARM, "worker", "--master-port", str(master_port), "--requests-out", os.path.join(workdir, "worker%d.requests.jsonl" % i)],
+            ),
             os.path.join(workdir, "worker%d.log" % i),
             env=env,
         )
@@ -171,9 +187,13 @@ def main():
     try:
         run_time = int(math.ceil(a.duration + 3))
         csv_prefix = os.path.join(workdir, "open")
+        margv = c.master_argv(master_port, sim_url, a.workers, run_time, csv_prefix, expect_workers=a.workers)
+        if a.plugin_master:
+            margv[2] = os.path.join(c.ROOT, "locustfiles", "llm.py")
+            margv[3:3] = ["--llm-scenarios", scenarios_yaml]
         master = c.Proc(
             "master",
-            c.master_argv(master_port, sim_url, a.workers, run_time, csv_prefix, expect_workers=a.workers),
+            margv,
             os.path.join(workdir, "master.log"),
             env=env,
         )
@@ -211,6 +231,31 @@ def main():
         }
     except (OSError, ValueError, KeyError):
         pass
+    # Client TTFT of every request, from the workers' --requests-out files.
+    client_ttft_ms = []
+    worker_failures = 0
+    for i in range(a.workers):
+        try:
+            with open(os.path.join(workdir, "worker%d.requests.jsonl" % i)) as f:
+                for line in f:
+                    rec = json.loads(line)
+                    if rec.get("ttft_ms") is not None:
+                        client_ttft_ms.append(rec["ttft_ms"])
+                    if rec.get("failure_kind"):
+                        worker_failures += 1
+        except OSError:
+            pass
+    client_ttft_ms.sort()
+    if client_ttft_ms:
+        ttft = {
+            "count": len(client_ttft_ms),
+            "p50_us": 1000 * client_ttft_ms[int(0.5 * (len(client_ttft_ms) - 1))],
+            "p99_us": 1000 * client_ttft_ms[int(0.99 * (len(client_ttft_ms) - 1))],
+            "source": "--requests-out",
+        }
+    with open(os.path.join(workdir, "master.log")) as f:
+        master_log = f.read()
+    saturated_lines = [ln for ln in master_log.splitlines() if "saturated" in ln]
     result = {
         "benchmark": "open_loop_precision",
         "started_utc": started.isoformat(timespec="seconds"),
@@ -225,6 +270,9 @@ def main():
         "analysis": res,
         "lag": lag,
         "client_ttft": ttft,
+        "master_exit": master.returncode if master else None,
+        "master_saturated_lines": saturated_lines,
+        "worker_failures": worker_failures,
         "machine_busy_cpu_s": {k: round(b1[k] - b0[k], 2) for k in b1},
         "loadavg_1m_at_start": load0,
         "worker_cpu_s": [w.rusage_cpu for w in workers],
@@ -283,6 +331,8 @@ def main():
             d50, d99 = (ttft["p50_us"] - st["p50"]) / 1000, (ttft["p99_us"] - st["p99"]) / 1000
             print("- TTFT p50 client %.2f ms vs simulator %.2f ms (%+.2f ms, goal 1 ms); p99 client %.2f ms vs simulator %.2f ms (%+.2f ms, goal 5 ms)" % (
                 ttft["p50_us"] / 1000, st["p50"] / 1000, d50, ttft["p99_us"] / 1000, st["p99"] / 1000, d99))
+        print("- master: exit code %s, %d log line(s) with `saturated`%s" % (
+            result["master_exit"], len(saturated_lines), (": " + saturated_lines[0].strip()) if saturated_lines else ""))
         exact = result["master_requests"] == stats.get("requests")
         print("- counts: master %s, simulator %s: %s" % (result["master_requests"], stats.get("requests"), "exact" if exact else "NOT exact"))
     else:

@@ -565,6 +565,14 @@ impl LlmClient {
             ));
         }
 
+        // Nothing below needs the response head, and hyper's header values
+        // are slices of the connection's first read buffer (8 KiB): holding
+        // them for the life of a long stream keeps that buffer alive beside
+        // the one the body is read into. Dropping them lets hyper reuse it
+        // (one buffer per open stream instead of two; tests/stream_memory.rs).
+        *response.headers_mut() = reqwest::header::HeaderMap::new();
+        response.extensions_mut().clear();
+
         loop {
             let chunk = tokio::select! {
                 biased;

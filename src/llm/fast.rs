@@ -217,6 +217,19 @@ impl Seen {
 /// Deepest nesting the scanner skips; deeper values go to serde.
 const MAX_DEPTH: u32 = 64;
 
+/// Whether any byte of `x` is `"`, `\` or below 0x20. Each test is the
+/// exact "some byte is zero / below n" word trick: a borrow can only start
+/// at a byte that really matches, so there are no false answers either way.
+fn has_special_byte(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero(x ^ (ONES * u64::from(b'"')));
+    let backslash = zero(x ^ (ONES * u64::from(b'\\')));
+    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    (quote | backslash | control) != 0
+}
+
 /// A cursor over one event's JSON. Every method returns `None` where the
 /// full parser must decide (invalid or unusual input).
 struct Cur<'a> {
@@ -418,6 +431,16 @@ impl<'a> Cur<'a> {
     fn skip_string(&mut self) -> Option<()> {
         self.i += 1; // the opening quote, seen by the caller
         loop {
+            // Eight bytes at a time while none of them can end the string,
+            // start an escape or be a control character: ids, model names
+            // and the like are mostly such runs (the byte loop below decides
+            // every special byte exactly as before).
+            while let Some(w) = self.b.get(self.i..self.i.wrapping_add(8))
+                && let Ok(w) = <[u8; 8]>::try_from(w)
+                && !has_special_byte(u64::from_le_bytes(w))
+            {
+                self.i += 8;
+            }
             let b = *self.b.get(self.i)?;
             self.i += 1;
             match b {
@@ -519,6 +542,24 @@ impl<'a> Cur<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word test agrees with the byte-by-byte definition for every
+    /// byte value in every position (the rest of the word plain letters).
+    #[test]
+    fn has_special_byte_matches_the_byte_definition() {
+        for pos in 0..8 {
+            for v in 0..=255u8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = v;
+                let want = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+                assert_eq!(has_special_byte(u64::from_le_bytes(w)), want, "byte {v:#x} at {pos}");
+            }
+        }
+        // Bytes at and above 0x80 (UTF-8) and just above the limits are plain.
+        assert!(!has_special_byte(u64::from_le_bytes([
+            0x80, 0xff, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0xc3
+        ])));
+    }
     use crate::llm::event::TokenKind;
 
     fn chat(data: &str) -> Option<Meaning> {

@@ -50,8 +50,13 @@
 //! without serde and answers "ask the full parser" for anything else).
 //! Neither allocates per event, except serde_json's scratch buffer for a
 //! string with escapes and the rare error paths; the only growing buffer
-//! is `itl_us`, pre-sized from the expected output length
-//! (tests/llm_sse.rs counts the allocations of a 68-event stream).
+//! is `itl_us`, pre-sized from the expected output length up to
+//! [`ITL_PRESIZE`] gaps and grown (doubling) past that
+//! (tests/llm_sse.rs counts the allocations of a 68-event stream). The cap
+//! on the pre-size is a memory bound: an open stream holds its reader for
+//! its whole life, so pre-sizing 1,000-token answers would reserve 4 KB per
+//! stream up front, a quarter of the 16 KiB an open stream may cost
+//! (tests/stream_memory.rs); a growing buffer only holds the gaps seen.
 //!
 //! # Bounds
 //! - The SSE parser bounds lines and events ([`super::sse`]); crossing a
@@ -153,6 +158,9 @@ struct AnthropicInput {
 
 /// Most ITL gaps one request keeps individually (4 bytes each).
 pub const MAX_ITL_SAMPLES: usize = 16 * 1024;
+/// ITL gaps reserved up front at most (256 bytes): enough for the common
+/// answer lengths without a reallocation, little for a long open stream.
+pub const ITL_PRESIZE: usize = 64;
 
 /// SSE parser + provider interpretation for one response body.
 #[derive(Debug)]
@@ -166,7 +174,8 @@ pub struct ResponseReader {
 }
 
 impl ResponseReader {
-    /// `expected_tokens` pre-sizes the ITL buffer (use the output length).
+    /// `expected_tokens` pre-sizes the ITL buffer (use the output length;
+    /// at most [`ITL_PRESIZE`] gaps are reserved).
     pub fn new(provider: Provider, expected_tokens: usize) -> ResponseReader {
         ResponseReader::with_parser(provider, expected_tokens, SseParser::new())
     }
@@ -177,7 +186,7 @@ impl ResponseReader {
             parser,
             provider,
             summary: StreamSummary {
-                itl_us: Vec::with_capacity(expected_tokens.min(MAX_ITL_SAMPLES)),
+                itl_us: Vec::with_capacity(expected_tokens.min(ITL_PRESIZE)),
                 ..StreamSummary::default()
             },
             anthropic: AnthropicInput::default(),
