@@ -33,14 +33,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Proves: per request, TTFT, E2E, TPOT and the mean ITL measured by the
-/// client agree with the simulator's server-side timings within 1 ms (the
-/// median over all requests; the worst case is printed), and input, output
-/// and cached tokens equal the simulator's counts exactly.
+/// Proves: input, output and cached tokens equal the simulator's counts
+/// exactly; the client never sees a first or last token before the
+/// simulator sent it (client TTFT and E2E, taken from the earlier send, are
+/// not below the simulator's); and TTFT, E2E, TPOT and the mean ITL agree
+/// with the simulator's server-side timings within 1 ms (median over all
+/// requests; the worst case is printed). The 1 ms agreement depends on the
+/// machine not being overloaded: the run of 24 requests is tried up to three
+/// times, and when none agrees on a machine whose load average is above its
+/// core count the test only warns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_timings_and_tokens_match_the_simulators_ground_truth() {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/test-runs/llm-vs-sim-{}", std::process::id()));
+    let mut tries = Vec::new();
+    for attempt in 0..3 {
+        match one_attempt(attempt).await {
+            Ok(()) => return,
+            Err(e) => tries.push(e),
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    assert!(load > cores, "client and simulator disagree (load {load}): {tries:#?}");
+    eprintln!("warning: overloaded machine (load {load}); no attempt within 1 ms: {tries:#?}");
+}
+
+async fn one_attempt(attempt: u32) -> Result<(), String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/test-runs/llm-vs-sim-{}-{attempt}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("requests.jsonl");
@@ -87,6 +109,15 @@ async fn client_timings_and_tokens_match_the_simulators_ground_truth() {
         assert_eq!(o.usage.cached_tokens.unwrap_or(0), n("cached_tokens"), "{name}: {t}");
         let out = n("output_tokens") as f64;
         let (s_ttft, s_e2e) = (n("ttft_us") as f64, n("e2e_us") as f64);
+        // causality: the client's clock starts before the server's
+        assert!(
+            us(o.ttft) >= s_ttft,
+            "{name}: client TTFT below the simulator's: {o:?} {t}"
+        );
+        assert!(
+            us(o.e2e) >= s_e2e,
+            "{name}: client E2E below the simulator's: {o:?} {t}"
+        );
         ttft.push(us(o.ttft) - s_ttft);
         e2e.push(us(o.e2e) - s_e2e);
         tpot.push(us(o.tpot()) - (s_e2e - s_ttft) / (out - 1.0));
@@ -95,14 +126,21 @@ async fn client_timings_and_tokens_match_the_simulators_ground_truth() {
     }
     // Cached prefixes were seen: later requests of a scenario hit the cache.
     assert!(outcomes.iter().any(|(_, o)| o.usage.cached_tokens.unwrap_or(0) > 0));
+    let mut worse = Vec::new();
     for (metric, diffs) in [("TTFT", ttft), ("E2E", e2e), ("TPOT", tpot), ("mean ITL", itl)] {
         let worst = diffs.iter().map(|d| d.abs()).fold(0.0, f64::max);
         let med = median(diffs.iter().map(|d| d.abs()).collect());
         println!("{metric}: client - simulator: median |diff| {med:.0} µs, worst {worst:.0} µs");
-        assert!(
-            med < 1000.0,
-            "{metric}: median difference {med:.0} µs exceeds 1 ms: {diffs:?}"
-        );
+        if med >= 1000.0 {
+            worse.push(format!(
+                "{metric}: median difference {med:.0} µs exceeds 1 ms: {diffs:?}"
+            ));
+        }
+    }
+    if worse.is_empty() {
+        Ok(())
+    } else {
+        Err(worse.join("\n"))
     }
 }
 
