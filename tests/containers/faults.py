@@ -314,6 +314,7 @@ class Cluster:
         r = json.loads(self.http(
             f"http://{self.master_ip}:{MASTER_WEB}/swarm",
             {"user_count": USERS, "spawn_rate": SPAWN_RATE, "host": f"http://{self.sim}:{SIM_PORT}"},
+            timeout=30,
         ))  # fmt: skip
         check(r.get("success") is True, f"POST /swarm refused: {r}")
         wait_for("run started on every worker", self.running_with_all, 60)
@@ -330,11 +331,20 @@ class Cluster:
         """POST /stop, then waits until every worker has reported its stop
         and the master's totals and the workers' lines no longer change (the
         last reports are in)."""
-        self.http(f"http://{self.master_ip}:{MASTER_WEB}/stop", {})
+        # Locust answers /stop only once the workers have stopped (streams
+        # finish within --stop-timeout 10 s; a request stalled by a fault
+        # takes up to its first-token timeout), so the call gets more time.
+        self.http(f"http://{self.master_ip}:{MASTER_WEB}/stop", {}, timeout=60)
         prev, same, seen = None, 0, []
         deadline = time.monotonic() + 60
         while True:
-            m, ls = self.master(), self.all_lines(ws)
+            try:
+                m, ls = self.master(), self.all_lines(ws)
+            except OSError as e:  # a slow answer under load: poll again
+                if time.monotonic() > deadline:
+                    raise Failed(f"master's /stats/requests after /stop: {e}") from e
+                time.sleep(1)
+                continue
             key = (m.state, m.requests, m.failures, tuple(x.total for x in ls.values()))
             # Locust stays "stopping" while a worker is missing (until it
             # drops it, 60 s later): what counts is that every present
