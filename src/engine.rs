@@ -16,6 +16,15 @@
 //! 4. [`Engine::stop`] lets in-flight requests finish within the master's
 //!    `stop_timeout`, then cancels them. Every request, warm-up and
 //!    cancelled ones included, is recorded exactly once.
+//!
+//! A scenario with a `session` runs a whole session per iteration (closed
+//! loop) or arrival (open loop): its turns one after another, each
+//! resending the conversation ([`crate::llm::session`]), with the think
+//! time between them, recorded per turn. A failed turn ends its session
+//! (the conversation has no answer to continue from). Think time ends at
+//! once when the request's cancel token fires; a session started before a
+//! stop goes on within the stop grace like any in-flight request. The
+//! warm-up sends turn 1 only.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +36,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::llm::answer::AnswerText;
+use crate::llm::session::Conversation;
 use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
 use crate::load::saturation::{self, SaturationFeed};
 use crate::load::{Controller, LagSink, LoadPlan, Task};
-use crate::metrics::{OutcomeSink, Recorder, RequestRecord};
+use crate::metrics::{OutcomeSink, Recorder, RequestRecord, SessionTurn};
 use crate::outcome::FailureKind;
-use crate::scenario::{LoadMode, TestConfig};
+use crate::scenario::{LoadMode, TestConfig, Wait};
 
 /// Something the worker loop must tell the master.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,15 +129,23 @@ impl LlmTask {
             scheduled,
             warmup,
             outcome: &outcome,
+            turn: None,
         };
+        self.after(&record).await
+    }
+
+    /// Hands one finished request to every sink, then warns and checks the
+    /// error rate; returns whether it succeeded (the failure text if not).
+    async fn after(&self, record: &RequestRecord<'_>) -> Result<(), String> {
         let mut warnings = Vec::new();
         for sink in &self.sinks {
-            if let Some(message) = sink.record(&record).divergence_warning {
+            if let Some(message) = sink.record(record).divergence_warning {
                 warnings.push(message);
             }
         }
+        let outcome = record.outcome;
         for message in warnings {
-            let scenario = self.scenarios[class].name().to_string();
+            let scenario = record.scenario.to_string();
             let _ = self.events.send(EngineEvent::Warning { scenario, message }).await;
         }
         match &outcome.failure {
@@ -140,6 +159,74 @@ impl LlmTask {
                 }
                 Err(f.message())
             }
+        }
+    }
+
+    /// Runs one session of scenario `class`: its turns in order, think time
+    /// between them; ends early on a failed turn or cancellation.
+    async fn session(&self, class: usize, scheduled: Instant, cancel: &CancellationToken) {
+        let p = &self.scenarios[class];
+        let s = p.scenario();
+        let Some(sess) = &s.session else { return };
+        let first_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let session_id = reqwest::header::HeaderValue::try_from(format!("{first_seq:016x}")).ok();
+        let mut conversation = Conversation::new();
+        let mut think = ThinkTime::new(sess.think_time, first_seq);
+        for turn in 0..sess.turns {
+            if turn > 0 {
+                let pause = think.next();
+                if !pause.is_zero() {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+            let seq = if turn == 0 {
+                first_seq
+            } else {
+                self.next_seq.fetch_add(1, Ordering::Relaxed)
+            };
+            let text = if turn == 0 {
+                p.prompt().build(seq)
+            } else {
+                p.turn_prompt(seq)
+            };
+            conversation.ask(text);
+            let ideal = conversation.ideal_cached(s);
+            let body = match conversation.body(s) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.abort(e.to_string()).await;
+                    return;
+                }
+            };
+            let mut answer = AnswerText::new(s.provider);
+            let started = Instant::now();
+            let mut outcome = self
+                .client
+                .execute_turn(p, seq, body, session_id.clone(), &mut answer, cancel)
+                .await;
+            if self.open_loop && turn == 0 {
+                outcome.queue = started.saturating_duration_since(scheduled);
+            }
+            let record = RequestRecord {
+                class,
+                scenario: p.name(),
+                seq,
+                scheduled,
+                warmup: false,
+                outcome: &outcome,
+                turn: Some(SessionTurn {
+                    turn,
+                    ideal_cached_tokens: ideal,
+                }),
+            };
+            if self.after(&record).await.is_err() {
+                return;
+            }
+            conversation.answer(s, answer.into_text(), &outcome);
         }
     }
 
@@ -161,7 +248,40 @@ impl LlmTask {
 
 impl Task for LlmTask {
     async fn run(&self, class: usize, scheduled: Instant, cancel: CancellationToken) {
-        let _ = self.request(class, scheduled, &cancel, false).await;
+        if self.scenarios[class].scenario().session.is_some() {
+            self.session(class, scheduled, &cancel).await;
+        } else {
+            let _ = self.request(class, scheduled, &cancel, false).await;
+        }
+    }
+}
+
+/// Draws a session's think times (seeded per session).
+struct ThinkTime {
+    wait: Wait,
+    rng: rand::rngs::StdRng,
+}
+
+impl ThinkTime {
+    fn new(wait: Wait, seed: u64) -> ThinkTime {
+        ThinkTime {
+            wait,
+            rng: rand::SeedableRng::seed_from_u64(seed),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        match self.wait {
+            Wait::None | Wait::Pacing { .. } => Duration::ZERO,
+            Wait::Constant { seconds } => seconds,
+            Wait::Between { min, max } => {
+                if max > min {
+                    rand::Rng::random_range(&mut self.rng, min..=max)
+                } else {
+                    min
+                }
+            }
+        }
     }
 }
 

@@ -261,10 +261,12 @@ def _cross_field_rules(doc):
         if prefix is not None and _num(prefix) >= _num(prompt):
             raise ConfigError(at, "prefix_length", prefix,
                               f"must be less than prompt_length ({_render(prompt)}) so each request has a unique part")
-        wait = s.get("wait") or {}
-        if wait.get("kind") == "between" and _num(wait.get("min_s")) > _num(wait.get("max_s")):
-            raise ConfigError(at, "wait", f"min_s={_render(wait.get('min_s'))}, max_s={_render(wait.get('max_s'))}",
-                              "need min_s <= max_s", rendered=True)
+        think = (s.get("session") or {}).get("think_time")
+        for field, wait in (("wait", s.get("wait")), ("session.think_time", think)):
+            wait = wait or {}
+            if wait.get("kind") == "between" and _num(wait.get("min_s")) > _num(wait.get("max_s")):
+                raise ConfigError(at, field, f"min_s={_render(wait.get('min_s'))}, max_s={_render(wait.get('max_s'))}",
+                                  "need min_s <= max_s", rendered=True)
     load = doc.get("load") or {}
     phases = load.get("phases") or []
     if load.get("mode") == "open" and not phases:

@@ -50,28 +50,12 @@ pub struct BodyTemplate {
 impl BodyTemplate {
     /// The template of `scenario`'s request body.
     pub fn new(scenario: &Scenario) -> Result<BodyTemplate, LlmError> {
-        let mut body = Map::new();
-        body.insert("model".into(), Value::String(scenario.model.clone()));
         let marker = Value::String(MARKER.into());
-        match scenario.provider {
-            Provider::OpenaiChat | Provider::Anthropic => {
-                body.insert("messages".into(), json!([{"role": "user", "content": marker}]));
-            }
-            Provider::OpenaiCompletions => {
-                body.insert("prompt".into(), marker);
-            }
-        }
-        body.insert("max_tokens".into(), scenario.output_length.into());
-        body.insert("stream".into(), Value::Bool(true));
-        if scenario.provider != Provider::Anthropic {
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        if let Some(t) = scenario.temperature {
-            body.insert("temperature".into(), json!(t));
-        }
-        for (k, v) in &scenario.extra_body {
-            body.insert(k.clone(), v.clone());
-        }
+        let prompt = match scenario.provider {
+            Provider::OpenaiChat | Provider::Anthropic => json!([{"role": "user", "content": marker}]),
+            Provider::OpenaiCompletions => marker,
+        };
+        let body = body_map(scenario, prompt);
         let text = serde_json::to_vec(&Value::Object(body)).map_err(|e| LlmError::Body {
             scenario: scenario.name.clone(),
             reason: e.to_string(),
@@ -102,6 +86,75 @@ impl BodyTemplate {
         }
         Bytes::from(out)
     }
+}
+
+/// The body of `scenario` around `prompt` (the `messages` array, or the
+/// completions `prompt`), with every field the module docs list.
+fn body_map(scenario: &Scenario, prompt: Value) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(scenario.model.clone()));
+    match scenario.provider {
+        Provider::OpenaiChat | Provider::Anthropic => {
+            body.insert("messages".into(), prompt);
+        }
+        Provider::OpenaiCompletions => {
+            body.insert("prompt".into(), prompt);
+        }
+    }
+    body.insert("max_tokens".into(), scenario.output_length.into());
+    body.insert("stream".into(), Value::Bool(true));
+    if scenario.provider != Provider::Anthropic {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(t) = scenario.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    for (k, v) in &scenario.extra_body {
+        body.insert(k.clone(), v.clone());
+    }
+    body
+}
+
+/// Who said a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// The body of one turn of a session: every message so far, in order
+/// (chat and Anthropic: a `messages` array alternating user and assistant;
+/// completions: their texts joined by newlines, since that API has no
+/// roles). Unlike [`BodyTemplate`] this serializes the JSON each time:
+/// answers are server text and need escaping.
+pub fn conversation_body(scenario: &Scenario, messages: &[(Role, &str)]) -> Result<Bytes, LlmError> {
+    let prompt = match scenario.provider {
+        Provider::OpenaiChat | Provider::Anthropic => Value::Array(
+            messages
+                .iter()
+                .map(|(role, text)| json!({"role": role.name(), "content": text}))
+                .collect(),
+        ),
+        Provider::OpenaiCompletions => {
+            let texts: Vec<&str> = messages.iter().map(|(_, t)| *t).collect();
+            Value::String(texts.join("\n"))
+        }
+    };
+    serde_json::to_vec(&Value::Object(body_map(scenario, prompt)))
+        .map(Bytes::from)
+        .map_err(|e| LlmError::Body {
+            scenario: scenario.name.clone(),
+            reason: e.to_string(),
+        })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -208,6 +261,7 @@ mod tests {
             .into_iter()
             .collect(),
             wait: Default::default(),
+            session: None,
         }
     }
 
@@ -237,6 +291,43 @@ mod tests {
             );
         }
         assert_eq!(serde_json::to_string(TASK).unwrap(), format!("\"{TASK}\""));
+    }
+
+    #[test]
+    fn conversation_bodies_hold_every_message_in_order() {
+        let msgs = [
+            (Role::User, "A B"),
+            (Role::Assistant, " tok \"quoted\"\n"),
+            (Role::User, "C"),
+        ];
+        for provider in [Provider::OpenaiChat, Provider::OpenaiCompletions, Provider::Anthropic] {
+            let s = scenario(provider);
+            let body: Value = serde_json::from_slice(&conversation_body(&s, &msgs).unwrap()).unwrap();
+            if provider == Provider::OpenaiCompletions {
+                assert_eq!(body["prompt"], "A B\n tok \"quoted\"\n\nC");
+            } else {
+                let got: Vec<(String, String)> = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["role"].as_str().unwrap().into(),
+                            m["content"].as_str().unwrap().into(),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(String, String)> = msgs
+                    .iter()
+                    .map(|(r, t)| (r.name().to_string(), t.to_string()))
+                    .collect();
+                assert_eq!(got, want);
+            }
+            // the same fields as single requests
+            assert_eq!(body["max_tokens"], 65);
+            assert_eq!(body["ignore_eos"], true);
+            assert_eq!(body["stream"], true);
+        }
     }
 
     #[test]

@@ -131,6 +131,63 @@ pub struct Scenario {
     pub extra_body: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub wait: Wait,
+    /// Multi-turn sessions: absent, every request stands alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+}
+
+/// A multi-turn chat session (one closed-loop iteration or one open-loop
+/// arrival): turn 1 sends the scenario's prompt; each later turn sends the
+/// whole conversation so far (every earlier prompt *and the server's
+/// answers*) plus a new user message, so a server's prefix cache can reuse
+/// everything but the newest message, as real chat traffic lets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// Requests per session, at least 2 (1 is a plain scenario).
+    pub turns: u32,
+    /// Tokens of each later turn's new user message; absent:
+    /// `prompt_length - prefix_length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_length: Option<u64>,
+    /// Pause between the end of one turn and the next (the user reading and
+    /// typing): `none`, `constant` or `between`.
+    #[serde(default)]
+    pub think_time: Wait,
+    /// Name of a header that carries an id unique to the session (e.g.
+    /// `x-session-id`), for routers that keep a session on one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_header: Option<String>,
+}
+
+/// Most turns a session may have: the conversation is held in memory and
+/// resent each turn, so its size grows with the square of the turns.
+pub const MAX_TURNS: u32 = 64;
+
+impl Session {
+    /// Tokens of the new user message of turns 2 and later.
+    pub fn turn_length(&self, s: &Scenario) -> u64 {
+        self.turn_length
+            .unwrap_or(s.prompt_length.saturating_sub(s.prefix_length))
+    }
+}
+
+impl Scenario {
+    /// Requests per iteration: the session's turns, or 1.
+    pub fn turns(&self) -> u32 {
+        self.session.as_ref().map_or(1, |s| s.turns)
+    }
+
+    /// The prompt tokens turn `turn` (0-based) should send: the first
+    /// prompt, then per earlier turn its answer and a new message.
+    pub fn target_prompt_tokens(&self, turn: u32) -> u64 {
+        match &self.session {
+            None => self.prompt_length,
+            Some(sess) => self.prompt_length.saturating_add(
+                u64::from(turn).saturating_mul(self.output_length.saturating_add(sess.turn_length(self))),
+            ),
+        }
+    }
 }
 
 fn default_weight() -> u32 {
@@ -376,16 +433,18 @@ fn cross_field_rules(doc: &serde_yaml::Value) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        let wait = get(s, "wait");
-        if wait.get("kind").and_then(Value::as_str) == Some("between") {
-            let (min, max) = (get(&wait, "min_s"), get(&wait, "max_s"));
-            if num(&min) > num(&max) {
-                return Err(err(
-                    &at,
-                    "wait",
-                    format!("min_s={}, max_s={}", render(&min), render(&max)),
-                    "need min_s <= max_s".into(),
-                ));
+        let think = get(&get(s, "session"), "think_time");
+        for (field, wait) in [("wait", get(s, "wait")), ("session.think_time", think)] {
+            if wait.get("kind").and_then(Value::as_str) == Some("between") {
+                let (min, max) = (get(&wait, "min_s"), get(&wait, "max_s"));
+                if num(&min) > num(&max) {
+                    return Err(err(
+                        &at,
+                        field,
+                        format!("min_s={}, max_s={}", render(&min), render(&max)),
+                        "need min_s <= max_s".into(),
+                    ));
+                }
             }
         }
     }
@@ -538,6 +597,33 @@ slo: {ttft_ms: 500}
         let bad = GOOD.replace("provider: anthropic", "provider: antropic");
         let e = TestConfig::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("antropic") && e.contains("openai-chat"), "{e}");
+    }
+
+    #[test]
+    fn sessions_parse_and_bad_ones_name_the_field() {
+        let doc = GOOD.replace(
+            "    wait: {kind: between, min_s: 0.5, max_s: 1.0}",
+            "    session: {turns: 3, think_time: {kind: constant, seconds: 0.5}, affinity_header: x-session-id}",
+        );
+        let c = TestConfig::from_yaml(&doc).unwrap();
+        let s = &c.scenarios[0];
+        assert_eq!(s.turns(), 3);
+        assert_eq!(c.scenarios[1].turns(), 1);
+        // 128 + 2 * (32 answer + 64 new message)
+        assert_eq!(s.target_prompt_tokens(2), 128 + 2 * (32 + 64));
+        for (from, to, field) in [
+            ("turns: 3", "turns: 1", "session.turns"),
+            ("turns: 3", "turns: 3, turn_length: 0", "session.turn_length"),
+            (
+                "kind: constant, seconds: 0.5",
+                "kind: pacing, seconds: 1",
+                "session.think_time.kind",
+            ),
+            ("x-session-id", "'x session'", "session.affinity_header"),
+        ] {
+            let e = TestConfig::from_yaml(&doc.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("ChatShort"), "{e}");
+        }
     }
 
     #[test]

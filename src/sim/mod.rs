@@ -26,7 +26,10 @@
 //!   (1 ± `--jitter`, seeded). Chunks already due are written together.
 //!   `--no-latency` (or `--ttft-ms 0 --tpot-ms 0`) answers at once.
 //! - Prefix cache: blocks of 16 words hashed as a chain; cached tokens = the
-//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). They
+//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). A
+//!   completed answer's blocks are cached too (prompt words followed by one
+//!   `tok` per answer token, as the next turn of a conversation resends
+//!   them), so a multi-turn chat hits on its whole history, as on vLLM. They
 //!   cost no prefill and are reported as `cached_tokens` / Anthropic
 //!   `cache_read_input_tokens` (`input_tokens` excludes them;
 //!   `cache_creation_input_tokens` is always 0, so input_tokens +
@@ -134,6 +137,9 @@ pub struct ServedRequest {
     pub e2e_us: Option<u64>,
     pub fault: Option<&'static str>,
     pub completed: bool,
+    /// Block hashes of the prompt followed by the planned answer, cached
+    /// when the response completes (empty when the cache is off).
+    pub context_blocks: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -248,6 +254,12 @@ impl Shared {
             if let Some(f) = o.fault {
                 *st.faults.entry(f).or_default() += 1;
             }
+        }
+        if o.status == 200 && o.completed && !o.context_blocks.is_empty() {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup_insert(&o.context_blocks);
         }
         if let Some(log) = &self.log {
             let line = serde_json::json!({
@@ -470,6 +482,7 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
         e2e_us: None,
         fault: None,
         completed: false,
+        context_blocks: Vec::new(),
     };
     let req = match server::read_body(body, cfg.max_body_bytes).await {
         Ok(bytes) => parse::parse(api, &bytes),
@@ -499,6 +512,16 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
     };
     outcome.fault = plan.fault.map(Fault::name);
     outcome.cached_tokens = plan.cached_tokens;
+    if cfg.prefix_cache_blocks > 0 && plan.n_answer > 0 {
+        let mut chain = req.chain.clone();
+        for _ in 0..plan.n_answer {
+            chain.push_word(format::ANSWER_WORD.trim().as_bytes());
+        }
+        // only the blocks the answer completed are new
+        if chain.hashes.len() > req.block_hashes.len() {
+            outcome.context_blocks = chain.hashes;
+        }
+    }
 
     // Queue for a slot.
     let Ok(permit) = shared.slots.clone().acquire_owned().await else {

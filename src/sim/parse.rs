@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::cache::count_and_hash;
+use super::cache::Chain;
 
 /// Longest model name accepted, bytes.
 pub const MAX_MODEL_BYTES: usize = 256;
@@ -113,6 +113,8 @@ pub struct Req {
     pub wants_reasoning: bool,
     pub prompt_tokens: u64,
     pub block_hashes: Vec<u64>,
+    /// The prompt's hash chain, to go on with the answer (`cache::Chain`).
+    pub chain: Chain,
 }
 
 /// One field of the body as it was sent.
@@ -615,7 +617,8 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
             }
         },
     }
-    let (prompt_tokens, block_hashes) = count_and_hash(texts.into_iter());
+    let chain = Chain::of(texts.into_iter());
+    let (prompt_tokens, block_hashes) = (chain.words, chain.hashes.clone());
     Ok(Req {
         model,
         stream,
@@ -626,6 +629,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
         wants_reasoning,
         prompt_tokens,
         block_hashes,
+        chain,
     })
 }
 

@@ -439,6 +439,7 @@ pub fn plan(suite: RunSuite, endpoint: EndpointSpec) -> Result<Plan, SpecError> 
             headers: headers.clone(),
             extra_body: BTreeMap::new(),
             wait: Default::default(),
+            session: None,
         })
         .collect();
     let len = suite.test_length_in_seconds;
