@@ -436,12 +436,29 @@ def planned_requests(phases):
 
 def token_estimate(cfg):
     """(requests, input tokens, output tokens) planned by an open-loop run;
-    requests are split between scenarios by weight, as workers do."""
+    arrivals are split between scenarios by weight, as workers do."""
     n = planned_requests(cfg["load"]["phases"])
     weights = sum(s["weight"] for s in cfg["scenarios"])
-    inp = sum(n * s["weight"] / weights * s["prompt_length"] for s in cfg["scenarios"])
-    out = sum(n * s["weight"] / weights * s["output_length"] for s in cfg["scenarios"])
-    return round(n), round(inp), round(out)
+    # an arrival of a session scenario is a whole session
+    per = [(s["weight"] / weights, session_tokens(s)) for s in cfg["scenarios"]]
+    reqs = sum(n * w * t[0] for w, t in per)
+    inp = sum(n * w * t[1] for w, t in per)
+    out = sum(n * w * t[2] for w, t in per)
+    return round(reqs), round(inp), round(out)
+
+
+def session_tokens(s):
+    """(requests, input tokens, output tokens) of one arrival of scenario
+    `s` (defaults filled in): one request, or a session's turns, each
+    resending the conversation (`Scenario::target_prompt_tokens` in
+    src/scenario/mod.rs)."""
+    sess = s.get("session")
+    if not sess:
+        return 1, s["prompt_length"], s["output_length"]
+    turns = sess["turns"]
+    grow = s["output_length"] + (sess.get("turn_length") or s["prompt_length"] - s.get("prefix_length", 0))
+    inp = sum(s["prompt_length"] + k * grow for k in range(turns))
+    return turns, inp, turns * s["output_length"]
 
 
 def check_budget(cfg):
