@@ -36,7 +36,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::dataset::Prompts;
 use crate::llm::answer::AnswerText;
+use crate::llm::request::{Role, messages_body};
 use crate::llm::session::Conversation;
 use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
@@ -75,6 +77,11 @@ pub enum EngineError {
     NoHost { scenario: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(crate::llm::LlmError),
+    #[error("scenario {scenario:?}: {source}")]
+    Dataset {
+        scenario: String,
+        source: crate::dataset::DatasetError,
+    },
 }
 
 /// Run-wide settings the worker knows but the test definition does not.
@@ -100,6 +107,10 @@ struct LlmTask {
     /// The Locust window first, then any sinks the caller added.
     sinks: Vec<Arc<dyn OutcomeSink>>,
     next_seq: AtomicU64,
+    /// Per scenario: its dataset prompts, if it draws from one.
+    datasets: Vec<Option<Prompts>>,
+    /// This worker's cluster slot, `index << 32 | count`, for dataset shares.
+    slot: AtomicU64,
     open_loop: bool,
     error_window: Option<Mutex<ErrorWindow>>,
     aborted: AtomicBool,
@@ -118,7 +129,23 @@ impl LlmTask {
     ) -> Result<(), String> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let mut outcome = self.client.execute(&self.scenarios[class], seq, cancel).await;
+        let p = &self.scenarios[class];
+        let mut outcome = match self.datasets.get(class).and_then(Option::as_ref) {
+            None => self.client.execute(p, seq, cancel).await,
+            Some(prompts) => {
+                let slot = self.slot.load(Ordering::Relaxed);
+                let record = prompts.next((slot >> 32) as u32, slot as u32);
+                let max_tokens = crate::dataset::output_tokens(p.scenario(), record, seq);
+                let messages: Vec<(Role, &str)> = record.messages.iter().map(|(r, t)| (*r, t.as_str())).collect();
+                match messages_body(p.scenario(), &messages, max_tokens) {
+                    Ok(body) => self.client.execute_body(p, seq, body, max_tokens, cancel).await,
+                    Err(e) => {
+                        self.abort(e.to_string()).await;
+                        return Err(e.to_string());
+                    }
+                }
+            }
+        };
         if self.open_loop {
             outcome.queue = started.saturating_duration_since(scheduled);
         }
@@ -369,9 +396,26 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let datasets = config
+            .scenarios
+            .iter()
+            .map(|s| {
+                s.dataset
+                    .as_ref()
+                    .map(|d| {
+                        Prompts::load(d).map_err(|source| EngineError::Dataset {
+                            scenario: s.name.clone(),
+                            source,
+                        })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let task = Arc::new(LlmTask {
             client,
             scenarios,
+            datasets,
+            slot: AtomicU64::new(1),
             sinks: std::iter::once(Arc::new(recorder.clone()) as Arc<dyn OutcomeSink>)
                 .chain(extra_sinks)
                 .collect(),
@@ -433,6 +477,8 @@ impl Engine {
 
     /// Places this worker among the cluster's (see `load::cluster`).
     pub fn set_slot(&self, slot: crate::load::cluster::ClusterSlot) {
+        let packed = (u64::from(slot.index()) << 32) | u64::from(slot.count());
+        self.task.slot.store(packed, Ordering::Relaxed);
         self.controller.set_slot(slot);
     }
 

@@ -210,6 +210,7 @@ pub fn scenario(provider: Provider) -> Scenario {
         extra_body: Default::default(),
         wait: Default::default(),
         session: None,
+        dataset: None,
     }
 }
 

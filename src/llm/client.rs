@@ -188,8 +188,8 @@ pub struct PreparedScenario {
 pub enum Payload {
     /// The scenario's own prompt for the request's `seq`.
     Seq,
-    /// One turn of a session: its body, and the session id for the
-    /// scenario's affinity header (when it names one).
+    /// A body built by the caller (a turn of a session, a dataset prompt),
+    /// and the session id for the scenario's affinity header (when set).
     Turn { body: Bytes, session: Option<HeaderValue> },
 }
 
@@ -451,6 +451,20 @@ impl LlmClient {
             .await
     }
 
+    /// Sends request `seq` of `p` with a body built elsewhere (dataset
+    /// prompts) asking for `max_tokens`; otherwise as [`Self::execute`].
+    pub async fn execute_body(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        body: Bytes,
+        max_tokens: u64,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let payload = Payload::Turn { body, session: None };
+        self.send_expecting(p, seq, &payload, None, max_tokens, cancel).await
+    }
+
     async fn send(
         &self,
         p: &PreparedScenario,
@@ -459,7 +473,20 @@ impl LlmClient {
         answer: Option<&mut AnswerText>,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let expected = usize::try_from(p.scenario.output_length).unwrap_or(usize::MAX);
+        self.send_expecting(p, seq, payload, answer, p.scenario.output_length, cancel)
+            .await
+    }
+
+    async fn send_expecting(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        payload: &Payload,
+        answer: Option<&mut AnswerText>,
+        expected_output: u64,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let expected = usize::try_from(expected_output).unwrap_or(usize::MAX);
         let mut reader = ResponseReader::new(p.scenario.provider, expected).scrubbing(p.scrub.clone());
         let mut content_length = 0u64;
         let mut end = None;

@@ -118,13 +118,16 @@ fn body_map(scenario: &Scenario, prompt: Value) -> Map<String, Value> {
 /// Who said a message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Dataset prompts only (Anthropic: the top-level `system` field).
+    System,
     User,
     Assistant,
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
+            Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
         }
@@ -137,10 +140,31 @@ impl Role {
 /// roles). Unlike [`BodyTemplate`] this serializes the JSON each time:
 /// answers are server text and need escaping.
 pub fn conversation_body(scenario: &Scenario, messages: &[(Role, &str)]) -> Result<Bytes, LlmError> {
+    messages_body(scenario, messages, scenario.output_length)
+}
+
+/// [`conversation_body`] with its own `max_tokens` (dataset prompts, whose
+/// output length is per record); Anthropic takes `system` messages in its
+/// top-level `system` field (joined by newlines).
+pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens: u64) -> Result<Bytes, LlmError> {
+    let mut system = Vec::new();
     let prompt = match scenario.provider {
-        Provider::OpenaiChat | Provider::Anthropic => Value::Array(
+        Provider::OpenaiChat => Value::Array(
             messages
                 .iter()
+                .map(|(role, text)| json!({"role": role.name(), "content": text}))
+                .collect(),
+        ),
+        Provider::Anthropic => Value::Array(
+            messages
+                .iter()
+                .filter(|(role, text)| {
+                    let sys = *role == Role::System;
+                    if sys {
+                        system.push(*text);
+                    }
+                    !sys
+                })
                 .map(|(role, text)| json!({"role": role.name(), "content": text}))
                 .collect(),
         ),
@@ -149,7 +173,14 @@ pub fn conversation_body(scenario: &Scenario, messages: &[(Role, &str)]) -> Resu
             Value::String(texts.join("\n"))
         }
     };
-    serde_json::to_vec(&Value::Object(body_map(scenario, prompt)))
+    let mut body = body_map(scenario, prompt);
+    if max_tokens != scenario.output_length {
+        body.insert("max_tokens".into(), max_tokens.into());
+    }
+    if !system.is_empty() && !body.contains_key("system") {
+        body.insert("system".into(), Value::String(system.join("\n")));
+    }
+    serde_json::to_vec(&Value::Object(body))
         .map(Bytes::from)
         .map_err(|e| LlmError::Body {
             scenario: scenario.name.clone(),
@@ -262,6 +293,7 @@ mod tests {
             .collect(),
             wait: Default::default(),
             session: None,
+            dataset: None,
         }
     }
 

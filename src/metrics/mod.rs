@@ -128,7 +128,7 @@ impl Recorder {
                 accs.push(ScenarioAcc {
                     request: EntryAcc::new(&name, METHOD, now),
                     name,
-                    llm: ScenarioLlm::new(s.target_prompt_tokens(turn), s.output_length),
+                    llm: ScenarioLlm::new(s.target_prompt_tokens(turn), s.target_output_tokens()),
                     warned: false,
                     failure_keys: BTreeSet::new(),
                 });

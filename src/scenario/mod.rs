@@ -134,6 +134,66 @@ pub struct Scenario {
     /// Multi-turn sessions: absent, every request stands alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
+    /// Prompts drawn from a file (`crate::dataset`) instead of synthetic
+    /// ones; `prompt_length` is then the mean prompt length expected (for
+    /// the master's token estimate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
+}
+
+/// Where a dataset scenario's prompts come from and how they are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// The file, on the master (relative paths: to the scenarios file), or
+    /// on every worker with `shared_storage`.
+    pub path: String,
+    #[serde(default)]
+    pub format: DatasetFormat,
+    /// Seeds the sampling order (the same on every worker).
+    #[serde(default)]
+    pub seed: u64,
+    /// Each request's `max_tokens`.
+    #[serde(default)]
+    pub output: OutputLength,
+    /// Workers read `path` themselves (shared storage) instead of the
+    /// master shipping the file's text in `content`.
+    #[serde(default)]
+    pub shared_storage: bool,
+    /// The file's text, set by the master (at most
+    /// [`schema::MAX_SHIPPED_DATASET_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Dataset file formats (`crate::dataset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// One JSON object a line: `{"prompt": ..}` or `{"messages": [..]}`,
+    /// optionally `"output_length"`.
+    #[default]
+    Jsonl,
+    /// ShareGPT: `{"conversations": [{"from", "value"}, ..]}` records, as a
+    /// JSON array or one a line.
+    Sharegpt,
+}
+
+impl DatasetFormat {
+    pub const ALL: [&'static str; 2] = ["jsonl", "sharegpt"];
+}
+
+/// How a dataset request's output length is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputLength {
+    /// The scenario's `output_length`.
+    #[default]
+    Fixed,
+    /// The record's own (`output_length`; ShareGPT: the words of the reply).
+    Dataset,
+    /// Uniform in `[min, max]` tokens, seeded per request.
+    Uniform { min: u64, max: u64 },
 }
 
 /// A multi-turn chat session (one closed-loop iteration or one open-loop
@@ -173,6 +233,15 @@ impl Session {
 }
 
 impl Scenario {
+    /// The output tokens each request should get (0 for dataset prompts
+    /// whose output length varies: no divergence check).
+    pub fn target_output_tokens(&self) -> u64 {
+        match &self.dataset {
+            Some(d) if d.output != OutputLength::Fixed => 0,
+            _ => self.output_length,
+        }
+    }
+
     /// Requests per iteration: the session's turns, or 1.
     pub fn turns(&self) -> u32 {
         self.session.as_ref().map_or(1, |s| s.turns)
@@ -180,7 +249,11 @@ impl Scenario {
 
     /// The prompt tokens turn `turn` (0-based) should send: the first
     /// prompt, then per earlier turn its answer and a new message.
+    /// Dataset prompts have no target (0: no divergence check).
     pub fn target_prompt_tokens(&self, turn: u32) -> u64 {
+        if self.dataset.is_some() {
+            return 0;
+        }
         match &self.session {
             None => self.prompt_length,
             Some(sess) => self.prompt_length.saturating_add(
@@ -445,6 +518,33 @@ fn cross_field_rules(doc: &serde_yaml::Value) -> Result<(), ConfigError> {
                         "need min_s <= max_s".into(),
                     ));
                 }
+            }
+        }
+    }
+    for s in doc.get("scenarios").and_then(Value::as_sequence).into_iter().flatten() {
+        let at = format!("scenario {}", render(&get(s, "name")));
+        let dataset = get(s, "dataset");
+        if dataset.is_null() {
+            continue;
+        }
+        if !get(s, "session").is_null() {
+            return Err(err(
+                &at,
+                "dataset",
+                render(&get(&dataset, "path")),
+                "dataset prompts are single requests: leave out `session` or `dataset`".into(),
+            ));
+        }
+        let output = get(&dataset, "output");
+        if output.get("kind").and_then(Value::as_str) == Some("uniform") {
+            let (min, max) = (get(&output, "min"), get(&output, "max"));
+            if num(&min) > num(&max) {
+                return Err(err(
+                    &at,
+                    "dataset.output",
+                    format!("min={}, max={}", render(&min), render(&max)),
+                    "need min <= max".into(),
+                ));
             }
         }
     }
