@@ -98,6 +98,9 @@ pub struct RunContext {
     /// Sinks of every request besides the Locust window (`--requests-out`,
     /// `--metrics-addr`, the standalone aggregate).
     pub sinks: crate::metrics::sink::Sinks,
+    /// This worker's place in the cluster when the run starts (dataset
+    /// shares are drawn by it from the first request, warm-up included).
+    pub slot: crate::load::cluster::ClusterSlot,
 }
 
 /// One request of the load: send it, measure it, record it, check safety.
@@ -283,6 +286,11 @@ impl Task for LlmTask {
     }
 }
 
+/// A cluster slot in one atomic word: `index << 32 | count`.
+fn pack_slot(slot: crate::load::cluster::ClusterSlot) -> u64 {
+    (u64::from(slot.index()) << 32) | u64::from(slot.count())
+}
+
 /// Draws a session's think times (seeded per session).
 struct ThinkTime {
     wait: Wait,
@@ -415,7 +423,7 @@ impl Engine {
             client,
             scenarios,
             datasets,
-            slot: AtomicU64::new(1),
+            slot: AtomicU64::new(pack_slot(ctx.slot)),
             sinks: std::iter::once(Arc::new(recorder.clone()) as Arc<dyn OutcomeSink>)
                 .chain(extra_sinks)
                 .collect(),
@@ -477,8 +485,7 @@ impl Engine {
 
     /// Places this worker among the cluster's (see `load::cluster`).
     pub fn set_slot(&self, slot: crate::load::cluster::ClusterSlot) {
-        let packed = (u64::from(slot.index()) << 32) | u64::from(slot.count());
-        self.task.slot.store(packed, Ordering::Relaxed);
+        self.task.slot.store(pack_slot(slot), Ordering::Relaxed);
         self.controller.set_slot(slot);
     }
 

@@ -140,6 +140,8 @@ pub struct ServedRequest {
     /// Block hashes of the prompt followed by the planned answer, cached
     /// when the response completes (empty when the cache is off).
     pub context_blocks: Vec<u64>,
+    /// `--log-prompts`: the prompt's texts.
+    pub prompt_texts: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -275,8 +277,12 @@ impl Shared {
                 "ttft_us": o.ttft_us,
                 "e2e_us": o.e2e_us,
                 "fault": o.fault,
-            })
-            .to_string();
+            });
+            let mut line = line;
+            if let Some(texts) = &o.prompt_texts {
+                line["prompt_texts"] = serde_json::json!(texts);
+            }
+            let line = line.to_string();
             let _ = log.lock().unwrap_or_else(|e| e.into_inner()).send(LogMsg::Line(line));
         }
     }
@@ -483,15 +489,17 @@ async fn handle(shared: Arc<Shared>, api: Api, body: Body) -> Response {
         fault: None,
         completed: false,
         context_blocks: Vec::new(),
+        prompt_texts: None,
     };
     let req = match server::read_body(body, cfg.max_body_bytes).await {
-        Ok(bytes) => parse::parse(api, &bytes),
+        Ok(bytes) => parse::parse_keeping(api, &bytes, cfg.log_prompts),
         Err(e) => Err(e),
     };
-    let req = match req {
+    let mut req = match req {
         Ok(r) => r,
         Err(e) => return fail(&shared, api, outcome, e),
     };
+    outcome.prompt_texts = req.prompt_texts.take();
     outcome.model = Some(req.model.clone());
     outcome.stream = req.stream;
     outcome.prompt_tokens = req.prompt_tokens;

@@ -115,6 +115,9 @@ pub struct Req {
     pub block_hashes: Vec<u64>,
     /// The prompt's hash chain, to go on with the answer (`cache::Chain`).
     pub chain: Chain,
+    /// The prompt's texts in order (system, then each message's content),
+    /// kept only for `--log-prompts`.
+    pub prompt_texts: Option<Vec<String>>,
 }
 
 /// One field of the body as it was sent.
@@ -499,7 +502,13 @@ fn model_name(api: Api, f: &Field<Cow<'_, str>>) -> Result<String, ApiError> {
 }
 
 /// Parses and validates a request body.
+#[cfg(test)]
 pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
+    parse_keeping(api, body, false)
+}
+
+/// [`parse`], also keeping the prompt's texts in order (`--log-prompts`).
+pub fn parse_keeping(api: Api, body: &[u8], keep_texts: bool) -> Result<Req, ApiError> {
     let top: Field<RequestBody> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(
             None,
@@ -617,6 +626,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
             }
         },
     }
+    let prompt_texts = keep_texts.then(|| texts.iter().map(|s| s.to_string()).collect());
     let chain = Chain::of(texts.into_iter());
     let (prompt_tokens, block_hashes) = (chain.words, chain.hashes.clone());
     Ok(Req {
@@ -630,6 +640,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
         prompt_tokens,
         block_hashes,
         chain,
+        prompt_texts,
     })
 }
 

@@ -319,6 +319,7 @@ mod tests {
             prompt_tokens,
             block_hashes: vec![1, 2],
             chain: Default::default(),
+            prompt_texts: None,
         }
     }
 

@@ -1,0 +1,166 @@
+//! Dataset prompts end to end: a real Locust master (pinned, from the
+//! project venv) running `locustfiles/llm.py` ships a JSONL file to two
+//! tokenswarm workers, which send its prompts to the real simulator; the
+//! simulator's request log (`--log-requests --log-prompts`) is the ground
+//! truth of what was sent.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// More records than the run can send (2 users, at least 20 ms a request,
+/// 4 s), so no record may repeat.
+const RECORDS: usize = 600;
+
+/// Record `i`: its texts in the order the simulator logs them, its output
+/// length, and its JSONL line (plain prompts and system + user messages,
+/// with text that needs JSON escaping).
+fn record(i: usize) -> (Vec<String>, u64, String) {
+    let out = 2 + (i % 7) as u64;
+    let user = format!(
+        "Question {i}: what is \"{}\" plus {}?\nAnswer in é words.",
+        i * 7 % 13,
+        i % 5
+    );
+    if i.is_multiple_of(3) {
+        let system = format!("You are assistant number {i}.");
+        let line = json!({
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "output_length": out,
+        });
+        (vec![system, user], out, line.to_string())
+    } else {
+        let line = json!({"prompt": user, "output_length": out});
+        (vec![user], out, line.to_string())
+    }
+}
+
+/// Proves: with `dataset: {path, output: {kind: dataset}}` the master reads
+/// the JSONL file and ships it to two workers, and every prompt the
+/// simulator received is exactly one record of the file (its system and
+/// user texts, escapes included) with that record's `output_length` as
+/// `max_tokens`; the two workers' shares do not overlap (no record was sent
+/// twice while the dataset had unsent ones); and the master counts what
+/// the simulator served.
+#[test]
+fn sent_prompts_are_the_files_records_without_repeats() {
+    let dir = test_dir("datasets-jsonl");
+    let log = dir.join("sim-requests.jsonl");
+    let (_sim, sim_port) = start_sim(
+        &dir,
+        "sim",
+        &[
+            "--ttft-ms",
+            "20",
+            "--tpot-ms",
+            "2",
+            "--seed",
+            "9",
+            "--log-requests",
+            log.to_str().unwrap(),
+            "--log-prompts",
+        ],
+    );
+    let records: Vec<(Vec<String>, u64, String)> = (0..RECORDS).map(record).collect();
+    let file: String = records.iter().map(|r| format!("{}\n", r.2)).collect();
+    std::fs::write(dir.join("prompts.jsonl"), file).unwrap();
+    std::fs::write(
+        dir.join("scenarios.yaml"),
+        "scenarios:\n  - {name: Data, provider: openai-chat, model: m, prompt_length: 20, output_length: 4,\n     \
+         dataset: {path: prompts.jsonl, seed: 11, output: {kind: dataset}}}\n",
+    )
+    .unwrap();
+    let (mport, wport) = (free_port(), free_port());
+    let host = format!("http://127.0.0.1:{sim_port}");
+    let lf = root().join("locustfiles/llm.py");
+    let mut master = start_master(
+        &dir,
+        "master",
+        &lf,
+        mport,
+        wport,
+        &[
+            "--host",
+            &host,
+            "--llm-scenarios",
+            "scenarios.yaml",
+            "--expect-workers",
+            "2",
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "4s",
+            "--stop-timeout",
+            "30",
+            "--csv",
+            "out",
+        ],
+        &[],
+    );
+    let mut workers: Vec<Proc> = (0..2)
+        .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[]))
+        .collect();
+    let logs = |m: &Proc, ws: &[Proc]| {
+        let mut s = format!("--- master\n{}\n", tail(&m.output(), 60));
+        for w in ws {
+            s += &format!("--- {}\n{}\n", w.name, tail(&w.output(), 20));
+        }
+        s
+    };
+    let code = master.wait(Duration::from_secs(90));
+    assert!(code.is_some(), "master did not exit\n{}", logs(&master, &workers));
+    for w in &mut workers {
+        assert_eq!(w.wait(Duration::from_secs(15)), Some(0));
+    }
+
+    let by_texts: BTreeMap<&[String], (usize, u64)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.0.as_slice(), (i, r.1)))
+        .collect();
+    let lines = read_jsonl(&log);
+    assert!(
+        lines.len() >= 10,
+        "too few requests to prove anything\n{}",
+        logs(&master, &workers)
+    );
+    let mut sent = BTreeMap::<usize, usize>::new();
+    for l in &lines {
+        assert_eq!(l["status"], 200, "{l}");
+        let texts: Vec<String> =
+            serde_json::from_value(l["prompt_texts"].clone()).unwrap_or_else(|e| panic!("no prompt_texts in {l}: {e}"));
+        let (i, out) = by_texts
+            .get(texts.as_slice())
+            .unwrap_or_else(|| panic!("a prompt that is no record of the file: {texts:?}"));
+        assert_eq!(
+            l["output_tokens"].as_u64(),
+            Some(*out),
+            "record {i}: max_tokens from the file"
+        );
+        *sent.entry(*i).or_default() += 1;
+    }
+    let repeated: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(lines.len() <= RECORDS, "the run outgrew the dataset: {}", lines.len());
+    assert!(
+        repeated.is_empty(),
+        "records sent twice before the dataset ran out: {repeated:?}"
+    );
+    let sim = sim_stats(sim_port);
+    let rows = read_csv(&dir.join("out_llm.csv"));
+    let total = rows
+        .iter()
+        .find(|r| r["Scenario"] == "Aggregated")
+        .expect("Aggregated row");
+    assert_eq!(total["requests"], lines.len().to_string(), "{sim}");
+    assert_eq!(total["input_tokens"], sim["prompt_tokens"].to_string());
+    assert_eq!(total["output_tokens"], sim["output_tokens"].to_string());
+    assert_eq!(total["failures"], "0");
+    eprintln!("{} requests, {} distinct records of {RECORDS}", lines.len(), sent.len());
+}
