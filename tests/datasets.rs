@@ -48,7 +48,55 @@ fn record(i: usize) -> (Vec<String>, u64, String) {
 /// the simulator served.
 #[test]
 fn sent_prompts_are_the_files_records_without_repeats() {
-    let dir = test_dir("datasets-jsonl");
+    let records: Vec<(Vec<String>, u64, String)> = (0..RECORDS).map(record).collect();
+    let file: String = records.iter().map(|r| format!("{}\n", r.2)).collect();
+    let expected = records.into_iter().map(|r| (r.0, r.1)).collect();
+    run_and_check(
+        "datasets-jsonl",
+        "openai-chat",
+        "{path: prompts.jsonl, seed: 11, output: {kind: dataset}}",
+        &file,
+        expected,
+    );
+}
+
+/// Proves: a ShareGPT file (one JSON array) read by the workers themselves
+/// (`shared_storage: true`; tests/python/test_datasets.py shows the master
+/// then ships nothing) is sent to an
+/// Anthropic endpoint as its records' system text and first human message,
+/// with the word count of the `gpt` reply as `max_tokens`, without repeats.
+#[test]
+fn sharegpt_from_shared_storage_sends_the_first_human_turn() {
+    let mut records = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..RECORDS {
+        let system = format!("System {i}.");
+        let human = format!("Human question {i} \"quoted\" \u{e9}?");
+        let reply_words = 2 + i % 5;
+        let reply = vec!["w"; reply_words].join(" ");
+        records.push(json!({"id": i, "conversations": [
+            {"from": "system", "value": system},
+            {"from": "human", "value": human},
+            {"from": "gpt", "value": reply},
+            {"from": "human", "value": "a later turn, never sent"},
+        ]}));
+        expected.push((vec![system, human], reply_words as u64));
+    }
+    let file = serde_json::to_string_pretty(&records).unwrap();
+    run_and_check(
+        "datasets-sharegpt",
+        "anthropic",
+        "{path: PATH, format: sharegpt, shared_storage: true, seed: 3, output: {kind: dataset}}",
+        &file,
+        expected,
+    );
+}
+
+/// Runs two workers for 4 s on the dataset `file` (`PATH` in `dataset`
+/// stands for its absolute path) and checks the simulator's log against
+/// `expected` (each record's texts and output length).
+fn run_and_check(name: &str, provider: &str, dataset: &str, file: &str, expected: Vec<(Vec<String>, u64)>) {
+    let dir = test_dir(name);
     let log = dir.join("sim-requests.jsonl");
     let (_sim, sim_port) = start_sim(
         &dir,
@@ -65,13 +113,15 @@ fn sent_prompts_are_the_files_records_without_repeats() {
             "--log-prompts",
         ],
     );
-    let records: Vec<(Vec<String>, u64, String)> = (0..RECORDS).map(record).collect();
-    let file: String = records.iter().map(|r| format!("{}\n", r.2)).collect();
-    std::fs::write(dir.join("prompts.jsonl"), file).unwrap();
+    let data = dir.join("prompts.jsonl");
+    std::fs::write(&data, file).unwrap();
+    let dataset = dataset.replace("PATH", data.to_str().unwrap());
     std::fs::write(
         dir.join("scenarios.yaml"),
-        "scenarios:\n  - {name: Data, provider: openai-chat, model: m, prompt_length: 20, output_length: 4,\n     \
-         dataset: {path: prompts.jsonl, seed: 11, output: {kind: dataset}}}\n",
+        format!(
+            "scenarios:\n  - {{name: Data, provider: {provider}, model: m, prompt_length: 20, output_length: 4,\n     \
+             dataset: {dataset}}}\n"
+        ),
     )
     .unwrap();
     let (mport, wport) = (free_port(), free_port());
@@ -120,7 +170,7 @@ fn sent_prompts_are_the_files_records_without_repeats() {
         assert_eq!(w.wait(Duration::from_secs(15)), Some(0));
     }
 
-    let by_texts: BTreeMap<&[String], (usize, u64)> = records
+    let by_texts: BTreeMap<&[String], (usize, u64)> = expected
         .iter()
         .enumerate()
         .map(|(i, r)| (r.0.as_slice(), (i, r.1)))
@@ -147,7 +197,11 @@ fn sent_prompts_are_the_files_records_without_repeats() {
         *sent.entry(*i).or_default() += 1;
     }
     let repeated: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(lines.len() <= RECORDS, "the run outgrew the dataset: {}", lines.len());
+    assert!(
+        lines.len() <= expected.len(),
+        "the run outgrew the dataset: {}",
+        lines.len()
+    );
     assert!(
         repeated.is_empty(),
         "records sent twice before the dataset ran out: {repeated:?}"
@@ -162,5 +216,10 @@ fn sent_prompts_are_the_files_records_without_repeats() {
     assert_eq!(total["input_tokens"], sim["prompt_tokens"].to_string());
     assert_eq!(total["output_tokens"], sim["output_tokens"].to_string());
     assert_eq!(total["failures"], "0");
-    eprintln!("{} requests, {} distinct records of {RECORDS}", lines.len(), sent.len());
+    eprintln!(
+        "{name}: {} requests, {} distinct records of {}",
+        lines.len(),
+        sent.len(),
+        expected.len()
+    );
 }
