@@ -223,3 +223,60 @@ fn run_and_check(name: &str, provider: &str, dataset: &str, file: &str, expected
         expected.len()
     );
 }
+
+/// Proves: a dataset line the workers cannot use stops the run before any
+/// request, and the master's log names the scenario, the file, the line and
+/// the field (the worker's parse error, relayed as the abort reason).
+#[test]
+fn a_bad_dataset_line_stops_the_run_naming_file_line_and_field() {
+    let dir = test_dir("datasets-bad");
+    let log = dir.join("sim-requests.jsonl");
+    let (_sim, sim_port) = start_sim(&dir, "sim", &["--log-requests", log.to_str().unwrap()]);
+    std::fs::write(
+        dir.join("prompts.jsonl"),
+        "{\"prompt\": \"fine\"}\n\n{\"promt\": \"typo\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scenarios.yaml"),
+        "scenarios:\n  - {name: Data, provider: openai-chat, model: m, prompt_length: 20, output_length: 4, \
+         dataset: {path: prompts.jsonl}}\n",
+    )
+    .unwrap();
+    let (mport, wport) = (free_port(), free_port());
+    let host = format!("http://127.0.0.1:{sim_port}");
+    let lf = root().join("locustfiles/llm.py");
+    let mut master = start_master(
+        &dir,
+        "master",
+        &lf,
+        mport,
+        wport,
+        &[
+            "--host",
+            &host,
+            "--llm-scenarios",
+            "scenarios.yaml",
+            "--expect-workers",
+            "1",
+            "--headless",
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            "20s",
+        ],
+        &[],
+    );
+    let mut worker = start_worker(&dir, "worker", mport, &[], &[]);
+    let want = "scenario \"Data\": dataset prompts.jsonl line 3: unknown field `promt`";
+    wait_for("the master to show the dataset error", Duration::from_secs(30), || {
+        master.output().contains(want).then_some(())
+    });
+    assert!(master.output().contains("ABORTED"), "{}", tail(&master.output(), 30));
+    master.signal("INT");
+    let _ = master.wait(Duration::from_secs(30));
+    let _ = worker.wait(Duration::from_secs(15));
+    assert_eq!(read_jsonl(&log).len(), 0, "no request was sent");
+}
