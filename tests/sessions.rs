@@ -14,11 +14,12 @@ use serde_json::Value;
 
 /// Turn k (1-based) of the scenario below sends the first prompt (40
 /// tokens) plus, per earlier turn, its answer (20) and a new message (24).
-const SESSION_YAML: &str = "\
-scenarios:
-  - {name: Chat, provider: openai-chat, model: m, prompt_length: 40, prefix_length: 16, output_length: 20,
-     session: {turns: 3, turn_length: 24, affinity_header: x-session-id}}
-";
+fn session_yaml(provider: &str) -> String {
+    format!(
+        "scenarios:\n  - {{name: Chat, provider: {provider}, model: m, prompt_length: 40, prefix_length: 16, \
+         output_length: 20,\n     session: {{turns: 3, turn_length: 24, affinity_header: x-session-id}}}}\n"
+    )
+}
 
 fn prompt_tokens_of_turn(k: u64) -> u64 {
     40 + (k - 1) * (20 + 24)
@@ -43,7 +44,19 @@ fn num(row: &BTreeMap<String, String>, col: &str) -> f64 {
 /// the ideal exceeds what it served by less than one block per request.
 #[test]
 fn cached_tokens_per_turn_match_the_simulators_prefix_cache() {
-    let dir = test_dir("sessions-cache");
+    check_sessions("sessions-chat", "openai-chat");
+}
+
+/// Proves: the same for the Anthropic Messages API, whose usage reports
+/// cached tokens apart from `input_tokens` (the worker adds them back) and
+/// whose answer text arrives as `text_delta` events.
+#[test]
+fn anthropic_sessions_hit_the_cache_the_same_way() {
+    check_sessions("sessions-anthropic", "anthropic");
+}
+
+fn check_sessions(name: &str, provider: &str) {
+    let dir = test_dir(name);
     let log = dir.join("sim-requests.jsonl");
     let (_sim, sim_port) = start_sim(
         &dir,
@@ -59,7 +72,7 @@ fn cached_tokens_per_turn_match_the_simulators_prefix_cache() {
             log.to_str().unwrap(),
         ],
     );
-    std::fs::write(dir.join("scenarios.yaml"), SESSION_YAML).unwrap();
+    std::fs::write(dir.join("scenarios.yaml"), session_yaml(provider)).unwrap();
     let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{sim_port}");
     let lf = root().join("locustfiles/llm.py");
@@ -171,7 +184,7 @@ fn cached_tokens_per_turn_match_the_simulators_prefix_cache() {
             "turn {k}: shown {pct} % vs {cached}/{ideal}"
         );
         total_cached += cached;
-        eprintln!("turn {k}: {requests} requests, cached {cached} of ideal {ideal} ({pct} %)");
+        eprintln!("{provider} turn {k}: {requests} requests, cached {cached} of ideal {ideal} ({pct} %)");
     }
     assert_eq!(total_cached, sim["cached_tokens"].as_f64().unwrap(), "{sim}");
     assert!(total_cached > 0.0);
