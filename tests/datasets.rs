@@ -280,3 +280,46 @@ fn a_bad_dataset_line_stops_the_run_naming_file_line_and_field() {
     let _ = worker.wait(Duration::from_secs(15));
     assert_eq!(read_jsonl(&log).len(), 0, "no request was sent");
 }
+
+/// Proves: `tokenswarm check` reads a scenario's dataset as a run would
+/// (relative to the scenarios file) and reports its records, or the bad
+/// line and field, with a non-zero exit.
+#[test]
+fn check_parses_the_dataset_beside_the_scenarios_file() {
+    let dir = test_dir("datasets-check");
+    std::fs::write(
+        dir.join("scenarios.yaml"),
+        "scenarios:\n  - {name: D, provider: openai-chat, model: m, prompt_length: 5, output_length: 2, \
+         dataset: {path: p.jsonl}}\n",
+    )
+    .unwrap();
+    let check = || {
+        let out = std::process::Command::new(bin())
+            .arg("check")
+            .arg(dir.join("scenarios.yaml"))
+            .current_dir("/")
+            .output()
+            .expect("run tokenswarm check");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    std::fs::write(
+        dir.join("p.jsonl"),
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"output_length\": 3}\n",
+    )
+    .unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("dataset p.jsonl: 2 records (0 skipped)"), "{text}");
+    std::fs::write(
+        dir.join("p.jsonl"),
+        "{\"prompt\": \"a\"}\n{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}\n",
+    )
+    .unwrap();
+    let (code, text) = check();
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("p.jsonl line 2: field `messages[0].role` has value \"bot\""),
+        "{text}"
+    );
+}
