@@ -60,6 +60,35 @@ fn sent_prompts_are_the_files_records_without_repeats() {
     );
 }
 
+/// Proves: a dataset just under the master's shipping limit (1,000,000
+/// bytes) goes through the real master's spawn message to both workers
+/// (the worker's wire bounds admit it) and is sent as written.
+#[test]
+fn a_dataset_near_the_shipping_limit_reaches_the_workers() {
+    let filler = "lorem ipsum dolor sit amet ".repeat(60);
+    let mut file = String::new();
+    let mut expected = Vec::new();
+    let mut i = 0;
+    loop {
+        let prompt = format!("Long prompt {i}: {filler}");
+        let line = json!({"prompt": prompt}).to_string() + "\n";
+        if file.len() + line.len() > 990_000 {
+            break;
+        }
+        file += &line;
+        expected.push((vec![prompt], 4));
+        i += 1;
+    }
+    assert!(file.len() > 980_000, "{}", file.len());
+    run_and_check(
+        "datasets-big",
+        "openai-chat",
+        "{path: prompts.jsonl, seed: 5}",
+        &file,
+        expected,
+    );
+}
+
 /// Proves: a ShareGPT file (one JSON array) read by the workers themselves
 /// (`shared_storage: true`; tests/python/test_datasets.py shows the master
 /// then ships nothing) is sent to an
