@@ -18,6 +18,10 @@
 //!   that follows (a word count, not the target's tokens). A record with no
 //!   `human` message is skipped (counted in [`Prompts::skipped`]).
 //!
+//! With `output: {kind: dataset}` a record without an output length (no
+//! `output_length`, no ShareGPT reply) asks for the scenario's
+//! `output_length`.
+//!
 //! # Where the text comes from
 //! The master ships the file's text in `dataset.content` (at most
 //! [`MAX_SHIPPED_DATASET_BYTES`]: it rides in every spawn message), or,
@@ -440,6 +444,32 @@ mod tests {
         let other = Prompts::new(records(n), 0, 43);
         let b: Vec<String> = (0..n).map(|_| other.next(0, 1).messages[0].1.clone()).collect();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn output_lengths_fixed_from_the_record_or_uniform() {
+        let mut cfg = crate::scenario::TestConfig::from_yaml(
+            "scenarios:\n  - {name: D, provider: openai-chat, model: m, prompt_length: 5, output_length: 9, \
+             dataset: {path: p.jsonl, seed: 4, output: {kind: uniform, min: 3, max: 6}}}\n",
+        )
+        .unwrap();
+        let r = Record {
+            messages: vec![(Role::User, "a".into())],
+            output_tokens: Some(2),
+        };
+        let s = &mut cfg.scenarios[0];
+        let drawn: std::collections::BTreeSet<u64> = (0..200).map(|seq| output_tokens(s, &r, seq)).collect();
+        assert_eq!(drawn, (3..=6).collect(), "every value of [min, max], nothing else");
+        assert_eq!(output_tokens(s, &r, 17), output_tokens(s, &r, 17), "seeded per request");
+        s.dataset.as_mut().unwrap().output = OutputLength::Dataset;
+        assert_eq!(output_tokens(s, &r, 0), 2);
+        let bare = Record {
+            output_tokens: None,
+            ..r.clone()
+        };
+        assert_eq!(output_tokens(s, &bare, 0), 9, "no length in the record: the scenario's");
+        s.dataset.as_mut().unwrap().output = OutputLength::Fixed;
+        assert_eq!(output_tokens(s, &r, 0), 9);
     }
 
     #[test]
