@@ -16,6 +16,15 @@
 //! 4. [`Engine::stop`] lets in-flight requests finish within the master's
 //!    `stop_timeout`, then cancels them. Every request, warm-up and
 //!    cancelled ones included, is recorded exactly once.
+//!
+//! A scenario with a `session` runs a whole session per iteration (closed
+//! loop) or arrival (open loop): its turns one after another, each
+//! resending the conversation ([`crate::llm::session`]), with the think
+//! time between them, recorded per turn. A failed turn ends its session
+//! (the conversation has no answer to continue from). Think time ends at
+//! once when the request's cancel token fires; a session started before a
+//! stop goes on within the stop grace like any in-flight request. The
+//! warm-up sends turn 1 only.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +36,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::dataset::Prompts;
+use crate::llm::answer::AnswerText;
+use crate::llm::request::{Role, messages_body};
+use crate::llm::session::Conversation;
 use crate::llm::{LlmClient, PreparedScenario};
 use crate::load::safety::ErrorWindow;
 use crate::load::saturation::{self, SaturationFeed};
 use crate::load::{Controller, LagSink, LoadPlan, Task};
-use crate::metrics::{OutcomeSink, Recorder, RequestRecord};
+use crate::metrics::{OutcomeSink, Recorder, RequestRecord, SessionTurn};
 use crate::outcome::FailureKind;
-use crate::scenario::{LoadMode, TestConfig};
+use crate::scenario::{LoadMode, TestConfig, Wait};
 
 /// Something the worker loop must tell the master.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +77,11 @@ pub enum EngineError {
     NoHost { scenario: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(crate::llm::LlmError),
+    #[error("scenario {scenario:?}: {source}")]
+    Dataset {
+        scenario: String,
+        source: crate::dataset::DatasetError,
+    },
 }
 
 /// Run-wide settings the worker knows but the test definition does not.
@@ -80,6 +98,9 @@ pub struct RunContext {
     /// Sinks of every request besides the Locust window (`--requests-out`,
     /// `--metrics-addr`, the standalone aggregate).
     pub sinks: crate::metrics::sink::Sinks,
+    /// This worker's place in the cluster when the run starts (dataset
+    /// shares are drawn by it from the first request, warm-up included).
+    pub slot: crate::load::cluster::ClusterSlot,
 }
 
 /// One request of the load: send it, measure it, record it, check safety.
@@ -89,6 +110,10 @@ struct LlmTask {
     /// The Locust window first, then any sinks the caller added.
     sinks: Vec<Arc<dyn OutcomeSink>>,
     next_seq: AtomicU64,
+    /// Per scenario: its dataset prompts, if it draws from one.
+    datasets: Vec<Option<Prompts>>,
+    /// This worker's cluster slot, `index << 32 | count`, for dataset shares.
+    slot: AtomicU64,
     open_loop: bool,
     error_window: Option<Mutex<ErrorWindow>>,
     aborted: AtomicBool,
@@ -107,7 +132,23 @@ impl LlmTask {
     ) -> Result<(), String> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let mut outcome = self.client.execute(&self.scenarios[class], seq, cancel).await;
+        let p = &self.scenarios[class];
+        let mut outcome = match self.datasets.get(class).and_then(Option::as_ref) {
+            None => self.client.execute(p, seq, cancel).await,
+            Some(prompts) => {
+                let slot = self.slot.load(Ordering::Relaxed);
+                let record = prompts.next((slot >> 32) as u32, slot as u32);
+                let max_tokens = crate::dataset::output_tokens(p.scenario(), record, seq);
+                let messages: Vec<(Role, &str)> = record.messages.iter().map(|(r, t)| (*r, t.as_str())).collect();
+                match messages_body(p.scenario(), &messages, max_tokens) {
+                    Ok(body) => self.client.execute_body(p, seq, body, max_tokens, cancel).await,
+                    Err(e) => {
+                        self.abort(e.to_string()).await;
+                        return Err(e.to_string());
+                    }
+                }
+            }
+        };
         if self.open_loop {
             outcome.queue = started.saturating_duration_since(scheduled);
         }
@@ -118,15 +159,23 @@ impl LlmTask {
             scheduled,
             warmup,
             outcome: &outcome,
+            turn: None,
         };
+        self.after(&record).await
+    }
+
+    /// Hands one finished request to every sink, then warns and checks the
+    /// error rate; returns whether it succeeded (the failure text if not).
+    async fn after(&self, record: &RequestRecord<'_>) -> Result<(), String> {
         let mut warnings = Vec::new();
         for sink in &self.sinks {
-            if let Some(message) = sink.record(&record).divergence_warning {
+            if let Some(message) = sink.record(record).divergence_warning {
                 warnings.push(message);
             }
         }
+        let outcome = record.outcome;
         for message in warnings {
-            let scenario = self.scenarios[class].name().to_string();
+            let scenario = record.scenario.to_string();
             let _ = self.events.send(EngineEvent::Warning { scenario, message }).await;
         }
         match &outcome.failure {
@@ -140,6 +189,74 @@ impl LlmTask {
                 }
                 Err(f.message())
             }
+        }
+    }
+
+    /// Runs one session of scenario `class`: its turns in order, think time
+    /// between them; ends early on a failed turn or cancellation.
+    async fn session(&self, class: usize, scheduled: Instant, cancel: &CancellationToken) {
+        let p = &self.scenarios[class];
+        let s = p.scenario();
+        let Some(sess) = &s.session else { return };
+        let first_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let session_id = reqwest::header::HeaderValue::try_from(format!("{first_seq:016x}")).ok();
+        let mut conversation = Conversation::new();
+        let mut think = ThinkTime::new(sess.think_time, first_seq);
+        for turn in 0..sess.turns {
+            if turn > 0 {
+                let pause = think.next();
+                if !pause.is_zero() {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+            let seq = if turn == 0 {
+                first_seq
+            } else {
+                self.next_seq.fetch_add(1, Ordering::Relaxed)
+            };
+            let text = if turn == 0 {
+                p.prompt().build(seq)
+            } else {
+                p.turn_prompt(seq)
+            };
+            conversation.ask(text);
+            let ideal = conversation.ideal_cached(s);
+            let body = match conversation.body(s) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.abort(e.to_string()).await;
+                    return;
+                }
+            };
+            let mut answer = AnswerText::new(s.provider);
+            let started = Instant::now();
+            let mut outcome = self
+                .client
+                .execute_turn(p, seq, body, session_id.clone(), &mut answer, cancel)
+                .await;
+            if self.open_loop && turn == 0 {
+                outcome.queue = started.saturating_duration_since(scheduled);
+            }
+            let record = RequestRecord {
+                class,
+                scenario: p.name(),
+                seq,
+                scheduled,
+                warmup: false,
+                outcome: &outcome,
+                turn: Some(SessionTurn {
+                    turn,
+                    ideal_cached_tokens: ideal,
+                }),
+            };
+            if self.after(&record).await.is_err() {
+                return;
+            }
+            conversation.answer(s, answer.into_text(), &outcome);
         }
     }
 
@@ -161,7 +278,45 @@ impl LlmTask {
 
 impl Task for LlmTask {
     async fn run(&self, class: usize, scheduled: Instant, cancel: CancellationToken) {
-        let _ = self.request(class, scheduled, &cancel, false).await;
+        if self.scenarios[class].scenario().session.is_some() {
+            self.session(class, scheduled, &cancel).await;
+        } else {
+            let _ = self.request(class, scheduled, &cancel, false).await;
+        }
+    }
+}
+
+/// A cluster slot in one atomic word: `index << 32 | count`.
+fn pack_slot(slot: crate::load::cluster::ClusterSlot) -> u64 {
+    (u64::from(slot.index()) << 32) | u64::from(slot.count())
+}
+
+/// Draws a session's think times (seeded per session).
+struct ThinkTime {
+    wait: Wait,
+    rng: rand::rngs::StdRng,
+}
+
+impl ThinkTime {
+    fn new(wait: Wait, seed: u64) -> ThinkTime {
+        ThinkTime {
+            wait,
+            rng: rand::SeedableRng::seed_from_u64(seed),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        match self.wait {
+            Wait::None | Wait::Pacing { .. } => Duration::ZERO,
+            Wait::Constant { seconds } => seconds,
+            Wait::Between { min, max } => {
+                if max > min {
+                    rand::Rng::random_range(&mut self.rng, min..=max)
+                } else {
+                    min
+                }
+            }
+        }
     }
 }
 
@@ -249,9 +404,26 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let datasets = config
+            .scenarios
+            .iter()
+            .map(|s| {
+                s.dataset
+                    .as_ref()
+                    .map(|d| {
+                        Prompts::load(d).map_err(|source| EngineError::Dataset {
+                            scenario: s.name.clone(),
+                            source,
+                        })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let task = Arc::new(LlmTask {
             client,
             scenarios,
+            datasets,
+            slot: AtomicU64::new(pack_slot(ctx.slot)),
             sinks: std::iter::once(Arc::new(recorder.clone()) as Arc<dyn OutcomeSink>)
                 .chain(extra_sinks)
                 .collect(),
@@ -313,6 +485,7 @@ impl Engine {
 
     /// Places this worker among the cluster's (see `load::cluster`).
     pub fn set_slot(&self, slot: crate::load::cluster::ClusterSlot) {
+        self.task.slot.store(pack_slot(slot), Ordering::Relaxed);
         self.controller.set_slot(slot);
     }
 

@@ -7,6 +7,7 @@
 //!
 //! # Layout (one owner per concern)
 //! - [`scenario`]: the test definition (scenarios, load, SLOs) and its validation.
+//! - [`dataset`]: prompts read from JSONL / ShareGPT files and their sampling.
 //! - [`outcome`]: what one request measured; the only type from `llm` to `metrics`.
 //! - [`llm`]: token-shaped prompts, request bodies per provider, SSE parsing,
 //!   per-request timings.
@@ -21,6 +22,7 @@
 //!   suites and endpoint specs) and its results folder.
 //! - [`units`]: float seconds from users to bounded `Duration`s (the only place).
 
+pub mod dataset;
 pub mod engine;
 pub mod llm;
 pub mod load;

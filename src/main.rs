@@ -229,6 +229,9 @@ fn main() -> ExitCode {
                         "{}: {:?} {} prompt={} prefix={} output={} weight={}",
                         s.name, s.provider, s.model, s.prompt_length, s.prefix_length, s.output_length, s.weight
                     );
+                    if let Some(d) = &s.dataset {
+                        check_dataset(&file, &s.name, d)?;
+                    }
                 }
                 if cfg.load.mode == tokenswarm::scenario::LoadMode::Open {
                     let planned = tokenswarm::load::arrivals::RateSchedule::new(&cfg.load.phases).total();
@@ -259,4 +262,40 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `check`: reads and parses a scenario's dataset as the run will (relative
+/// paths: to the scenarios file), so a bad line shows before a run.
+fn check_dataset(file: &std::path::Path, scenario: &str, d: &tokenswarm::scenario::Dataset) -> anyhow::Result<()> {
+    use tokenswarm::dataset::{MAX_SHIPPED_DATASET_BYTES, Prompts};
+    let mut local = d.clone();
+    if local.content.is_none() {
+        let path = std::path::Path::new(&d.path);
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            file.parent().unwrap_or(std::path::Path::new(".")).join(path)
+        };
+        if !d.shared_storage
+            && let Ok(meta) = std::fs::metadata(&full)
+            && meta.len() > MAX_SHIPPED_DATASET_BYTES
+        {
+            anyhow::bail!(
+                "scenario {scenario:?}: dataset {} is {} bytes, over the {MAX_SHIPPED_DATASET_BYTES} the master ships; \
+                 set shared_storage: true with a path every worker can read",
+                d.path,
+                meta.len()
+            );
+        }
+        local.path = full.to_string_lossy().into_owned();
+        local.shared_storage = true;
+    }
+    let prompts = Prompts::load(&local).map_err(|e| anyhow::anyhow!("scenario {scenario:?}: {e}"))?;
+    println!(
+        "  dataset {}: {} records ({} skipped)",
+        d.path,
+        prompts.len(),
+        prompts.skipped
+    );
+    Ok(())
 }

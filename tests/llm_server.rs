@@ -209,6 +209,8 @@ pub fn scenario(provider: Provider) -> Scenario {
         headers: Default::default(),
         extra_body: Default::default(),
         wait: Default::default(),
+        session: None,
+        dataset: None,
     }
 }
 

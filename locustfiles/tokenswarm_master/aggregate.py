@@ -17,6 +17,8 @@ from collections import deque
 METRICS = ("ttft", "ttfa", "tpot", "itl", "e2e", "queue", "lag")
 COUNTERS = (
     "requests", "failures", "good", "input_tokens", "output_tokens", "cached_tokens",
+    # sessions: what a perfect prefix cache would have served (src/llm/session.rs)
+    "ideal_cached_tokens",
     "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent",
     # open loop: arrivals due but never sent (the run stopped at the cap)
     "unsent",

@@ -261,10 +261,24 @@ def _cross_field_rules(doc):
         if prefix is not None and _num(prefix) >= _num(prompt):
             raise ConfigError(at, "prefix_length", prefix,
                               f"must be less than prompt_length ({_render(prompt)}) so each request has a unique part")
-        wait = s.get("wait") or {}
-        if wait.get("kind") == "between" and _num(wait.get("min_s")) > _num(wait.get("max_s")):
-            raise ConfigError(at, "wait", f"min_s={_render(wait.get('min_s'))}, max_s={_render(wait.get('max_s'))}",
-                              "need min_s <= max_s", rendered=True)
+        think = (s.get("session") or {}).get("think_time")
+        for field, wait in (("wait", s.get("wait")), ("session.think_time", think)):
+            wait = wait or {}
+            if wait.get("kind") == "between" and _num(wait.get("min_s")) > _num(wait.get("max_s")):
+                raise ConfigError(at, field, f"min_s={_render(wait.get('min_s'))}, max_s={_render(wait.get('max_s'))}",
+                                  "need min_s <= max_s", rendered=True)
+    for s in doc.get("scenarios") or []:
+        at = f"scenario {_render(s.get('name'))}"
+        dataset = s.get("dataset")
+        if dataset is None:
+            continue
+        if s.get("session") is not None:
+            raise ConfigError(at, "dataset", dataset.get("path"),
+                              "dataset prompts are single requests: leave out `session` or `dataset`")
+        output = dataset.get("output") or {}
+        if output.get("kind") == "uniform" and _num(output.get("min")) > _num(output.get("max")):
+            raise ConfigError(at, "dataset.output", f"min={_render(output.get('min'))}, max={_render(output.get('max'))}",
+                              "need min <= max", rendered=True)
     load = doc.get("load") or {}
     phases = load.get("phases") or []
     if load.get("mode") == "open" and not phases:
@@ -413,8 +427,42 @@ def apply_overrides(doc, opts):
 
 
 def build(path, opts):
-    """YAML file + overrides -> validated TestConfig dict."""
-    return validate(apply_overrides(load_yaml(path), opts))
+    """YAML file + overrides -> validated TestConfig dict, datasets shipped."""
+    cfg = validate(apply_overrides(load_yaml(path), opts))
+    ship_datasets(cfg, os.path.dirname(os.path.abspath(path)))
+    return cfg
+
+
+# ---------------------------------------------------------------- datasets
+
+#: The most dataset bytes the master ships (`MAX_SHIPPED_DATASET_BYTES` in
+#: src/scenario/schema.rs): the text rides in every spawn message.
+MAX_SHIPPED_DATASET_BYTES = _SCENARIO["properties"]["dataset"]["properties"]["content"]["maxLength"]
+
+
+def ship_datasets(cfg, base_dir):
+    """Puts each dataset file's text in `dataset.content` (workers parse it:
+    src/dataset.rs), unless workers read it themselves (`shared_storage`).
+    Relative paths are relative to the scenarios file."""
+    for s in cfg["scenarios"]:
+        d = s.get("dataset")
+        if not d or d.get("shared_storage") or d.get("content") is not None:
+            continue
+        at, path = f"scenario {_render(s['name'])}", d["path"]
+        full = path if os.path.isabs(path) else os.path.join(base_dir, path)
+        try:
+            with open(full, "rb") as f:
+                data = f.read(MAX_SHIPPED_DATASET_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(at, "dataset.path", path, f"cannot be read ({e.strerror}; looked at {full})") from e
+        if len(data) > MAX_SHIPPED_DATASET_BYTES:
+            raise ConfigError(at, "dataset.path", path,
+                              f"is over {MAX_SHIPPED_DATASET_BYTES} bytes, the most the master ships to workers; "
+                              "put it where every worker can read it and set dataset.shared_storage: true")
+        try:
+            d["content"] = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(at, "dataset.path", path, f"is not UTF-8 text (byte {e.start})") from e
 
 
 # ----------------------------------------------------------- token estimate
@@ -434,12 +482,29 @@ def planned_requests(phases):
 
 def token_estimate(cfg):
     """(requests, input tokens, output tokens) planned by an open-loop run;
-    requests are split between scenarios by weight, as workers do."""
+    arrivals are split between scenarios by weight, as workers do."""
     n = planned_requests(cfg["load"]["phases"])
     weights = sum(s["weight"] for s in cfg["scenarios"])
-    inp = sum(n * s["weight"] / weights * s["prompt_length"] for s in cfg["scenarios"])
-    out = sum(n * s["weight"] / weights * s["output_length"] for s in cfg["scenarios"])
-    return round(n), round(inp), round(out)
+    # an arrival of a session scenario is a whole session
+    per = [(s["weight"] / weights, session_tokens(s)) for s in cfg["scenarios"]]
+    reqs = sum(n * w * t[0] for w, t in per)
+    inp = sum(n * w * t[1] for w, t in per)
+    out = sum(n * w * t[2] for w, t in per)
+    return round(reqs), round(inp), round(out)
+
+
+def session_tokens(s):
+    """(requests, input tokens, output tokens) of one arrival of scenario
+    `s` (defaults filled in): one request, or a session's turns, each
+    resending the conversation (`Scenario::target_prompt_tokens` in
+    src/scenario/mod.rs)."""
+    sess = s.get("session")
+    if not sess:
+        return 1, s["prompt_length"], s["output_length"]
+    turns = sess["turns"]
+    grow = s["output_length"] + (sess.get("turn_length") or s["prompt_length"] - s.get("prefix_length", 0))
+    inp = sum(s["prompt_length"] + k * grow for k in range(turns))
+    return turns, inp, turns * s["output_length"]
 
 
 def check_budget(cfg):

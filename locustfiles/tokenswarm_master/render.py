@@ -32,6 +32,21 @@ def dist_summary(d):
     return out
 
 
+def cache_ratios(c):
+    """(cached / input, cached / what a perfect prefix cache would serve),
+    as percentages; None where the denominator is 0."""
+    hit = round(100.0 * c["cached_tokens"] / c["input_tokens"], 2) if c.get("input_tokens") else None
+    ideal = c.get("ideal_cached_tokens") or 0
+    vs_ideal = round(100.0 * c["cached_tokens"] / ideal, 2) if ideal else None
+    return hit, vs_ideal
+
+
+def prefix_cache_text(s):
+    hit, vs_ideal = s["cache_hit_pct"], s["cache_vs_ideal_pct"]
+    return (f"{_fmt(hit)} % of input tokens cached; {_fmt(vs_ideal)} % of what a perfect prefix cache would serve "
+            f"({s['cached_tokens']:,} of {s['ideal_cached_tokens']:,})")
+
+
 def scenario_summary(agg, now, span_s=None):
     c = agg.counts
     return {
@@ -45,6 +60,8 @@ def scenario_summary(agg, now, span_s=None):
         "good_rps_current": round(agg.current_rate("good_per_sec", now), 3),
         "goodput_rps": round(agg.total_rate("good_per_sec", span_s), 3),
         "goodput_pct": round(100.0 * c["good"] / c["requests"], 2) if c["requests"] else None,
+        "cache_hit_pct": cache_ratios(c)[0],
+        "cache_vs_ideal_pct": cache_ratios(c)[1],
         "span_s": round(span_s, 3) if span_s is not None else agg.span_s(),
     }
 
@@ -123,6 +140,8 @@ def table_rows(doc):
         row(name, "Output tok/s", f"current {_fmt(s['out_tps_current'])} / total {_fmt(s['out_tps_total'])}")
         row(name, "Tokens in / out / cached",
             f"{s['input_tokens']:,} / {s['output_tokens']:,} / {s['cached_tokens']:,}")
+        if s.get("ideal_cached_tokens"):
+            row(name, "Prefix cache", prefix_cache_text(s))
         pct = "" if s["goodput_pct"] is None else f", {s['goodput_pct']:.1f} % of requests"
         row(name, "Goodput", f"{_fmt(s['goodput_rps'], 2)} good req/s{pct} ({slo_text(doc['slo'])})")
         if s["prompt_divergent"] or s["output_divergent"]:
@@ -138,14 +157,15 @@ def table_rows(doc):
 # ---------------------------------------------------------------------- CSV
 
 CSV_COUNTERS = ("requests", "failures", "good", "input_tokens", "output_tokens", "cached_tokens",
-                "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent", "unsent")
+                "ideal_cached_tokens", "reasoning_tokens", "estimated_output", "prompt_divergent", "output_divergent", "unsent")
 
 
 def csv_text(doc):
     """One row per scenario plus "Aggregated", Locust-style."""
     out = io.StringIO()
     w = csv.writer(out)
-    header = ["Scenario", *CSV_COUNTERS, "goodput_rps", "goodput_pct", "out_tps_current", "out_tps_total"]
+    header = ["Scenario", *CSV_COUNTERS, "goodput_rps", "goodput_pct", "out_tps_current", "out_tps_total",
+              "cache_hit_pct", "cache_vs_ideal_pct"]
     for m in SHOWN + ("queue", "lag"):
         header += [f"{m}_{k}" for k in ("count", "avg_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")]
     header += ["failure_kinds", "saturated_workers"]
@@ -153,7 +173,8 @@ def csv_text(doc):
     w.writerow(header)
     for name, s in list(doc["scenarios"].items()) + [("Aggregated", doc["total"])]:
         line = [name, *(s[k] for k in CSV_COUNTERS), s["goodput_rps"], _blank(s["goodput_pct"]),
-                s["out_tps_current"], s["out_tps_total"]]
+                s["out_tps_current"], s["out_tps_total"], _blank(s["cache_hit_pct"]),
+                _blank(s["cache_vs_ideal_pct"])]
         for m in SHOWN + ("queue", "lag"):
             d = s["metrics"].get(m, {})
             line += [_blank(d.get(k)) for k in ("count", "avg_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms",

@@ -79,12 +79,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpInfo;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::LlmError;
 use super::allow::AllowList;
+use super::answer::AnswerText;
 use super::prompt::PromptBuilder;
 use super::request::{self, BodyTemplate};
 use super::scrub::Scrubber;
@@ -176,6 +177,20 @@ pub struct PreparedScenario {
     /// The key and credential-like header values, for scrubbing failure
     /// text; never formatted.
     scrub: Scrubber,
+    /// Sessions: the header that carries the session id.
+    affinity: Option<HeaderName>,
+    /// Sessions: the new user message of turns 2 and later.
+    turn_prompt: Option<PromptBuilder>,
+}
+
+/// What one call sends.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// The scenario's own prompt for the request's `seq`.
+    Seq,
+    /// A body built by the caller (a turn of a session, a dataset prompt),
+    /// and the session id for the scenario's affinity header (when set).
+    Turn { body: Bytes, session: Option<HeaderValue> },
 }
 
 impl fmt::Debug for PreparedScenario {
@@ -237,6 +252,17 @@ impl PreparedScenario {
         let prompt = PromptBuilder::new(&scenario.name, scenario.prompt_length, scenario.prefix_length)
             .with_salt(rand::random());
         let scrub = Scrubber::new(secret.as_deref(), scenario.headers.values().map(String::as_str));
+        let affinity = match scenario.session.as_ref().and_then(|s| s.affinity_header.as_deref()) {
+            None => None,
+            Some(name) => Some(HeaderName::try_from(name).map_err(|_| LlmError::BadHeader {
+                scenario: scenario.name.clone(),
+                name: name.to_string(),
+            })?),
+        };
+        let turn_prompt = scenario.session.as_ref().map(|sess| {
+            PromptBuilder::new(&format!("{}/turn", scenario.name), sess.turn_length(scenario), 0)
+                .with_salt(rand::random())
+        });
         Ok(PreparedScenario {
             scenario: scenario.clone(),
             url,
@@ -244,6 +270,8 @@ impl PreparedScenario {
             template,
             prompt,
             scrub,
+            affinity,
+            turn_prompt,
         })
     }
 
@@ -263,16 +291,32 @@ impl PreparedScenario {
         &self.prompt
     }
 
+    /// Sessions: the new user message of a later turn, unique per `seq`
+    /// (the scenario's own prompt when it has no session).
+    pub fn turn_prompt(&self, seq: u64) -> String {
+        self.turn_prompt.as_ref().unwrap_or(&self.prompt).build(seq)
+    }
+
     /// The JSON body of request `seq`.
     pub fn body(&self, seq: u64) -> Bytes {
         self.template.body(&self.prompt, seq)
     }
 
-    fn request(&self, http: &reqwest::Client, seq: u64) -> reqwest::RequestBuilder {
-        http.post(self.url.clone())
+    fn request(&self, http: &reqwest::Client, seq: u64, payload: &Payload) -> reqwest::RequestBuilder {
+        let builder = http
+            .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(REQUEST_ID_HEADER, request_id(seq))
-            .body(self.body(seq))
+            .header(REQUEST_ID_HEADER, request_id(seq));
+        match payload {
+            Payload::Seq => builder.body(self.body(seq)),
+            Payload::Turn { body, session } => {
+                let builder = match (&self.affinity, session) {
+                    (Some(name), Some(id)) => builder.header(name.clone(), id.clone()),
+                    _ => builder,
+                };
+                builder.body(body.clone())
+            }
+        }
     }
 }
 
@@ -292,6 +336,7 @@ struct Io<'a> {
     content_length: &'a mut u64,
     end: &'a mut Option<Instant>,
     stale_retries: &'a mut u32,
+    answer: Option<&'a mut AnswerText>,
 }
 
 /// The error and its sources, without the URL.
@@ -380,7 +425,61 @@ impl LlmClient {
     /// Sends request `request_seq` of `p` and measures it. Fills every
     /// field of the [`Outcome`] except `queue` (the caller's schedule).
     pub async fn execute(&self, p: &PreparedScenario, request_seq: u64, cancel: &CancellationToken) -> Outcome {
-        let expected = usize::try_from(p.scenario.output_length).unwrap_or(usize::MAX);
+        self.send(p, request_seq, &Payload::Seq, None, cancel).await
+    }
+
+    /// Sends one turn of a session (see [`crate::llm::session`]) and
+    /// appends the answer's text to `answer`; otherwise as [`Self::execute`]
+    /// (`seq` names the request: its `x-request-id`).
+    pub async fn execute_turn(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        body: Bytes,
+        session: Option<HeaderValue>,
+        answer: &mut AnswerText,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.send(p, seq, &Payload::Turn { body, session }, Some(answer), cancel)
+            .await
+    }
+
+    /// Sends request `seq` of `p` with a body built elsewhere (dataset
+    /// prompts) asking for `max_tokens`; otherwise as [`Self::execute`].
+    pub async fn execute_body(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        body: Bytes,
+        max_tokens: u64,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let payload = Payload::Turn { body, session: None };
+        self.send_expecting(p, seq, &payload, None, max_tokens, cancel).await
+    }
+
+    async fn send(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        payload: &Payload,
+        answer: Option<&mut AnswerText>,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.send_expecting(p, seq, payload, answer, p.scenario.output_length, cancel)
+            .await
+    }
+
+    async fn send_expecting(
+        &self,
+        p: &PreparedScenario,
+        seq: u64,
+        payload: &Payload,
+        answer: Option<&mut AnswerText>,
+        expected_output: u64,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let expected = usize::try_from(expected_output).unwrap_or(usize::MAX);
         let mut reader = ResponseReader::new(p.scenario.provider, expected).scrubbing(p.scrub.clone());
         let mut content_length = 0u64;
         let mut end = None;
@@ -396,8 +495,9 @@ impl LlmClient {
             content_length: &mut content_length,
             end: &mut end,
             stale_retries: &mut stale_retries,
+            answer,
         };
-        let fail = self.drive(p, request_seq, send, cancel, io).await;
+        let fail = self.drive(p, seq, payload, send, cancel, io).await;
         let end = end.unwrap_or_else(Instant::now);
 
         let summary = reader.finish();
@@ -432,6 +532,7 @@ impl LlmClient {
         &self,
         p: &PreparedScenario,
         seq: u64,
+        payload: &Payload,
         send: Instant,
         cancel: &CancellationToken,
         io: Io<'_>,
@@ -441,6 +542,7 @@ impl LlmClient {
             content_length,
             end,
             stale_retries,
+            mut answer,
         } = io;
         let first_deadline = send + self.first_token.min(self.total);
         let total_deadline = send + self.total;
@@ -474,7 +576,7 @@ impl LlmClient {
                 biased;
                 _ = &mut cancelled_fut => return Some(cancelled("before the response arrived")),
                 _ = &mut sleep => return Some(timeout(false)),
-                r = p.request(http, seq).send() => r,
+                r = p.request(http, seq, payload).send() => r,
             };
             match sent {
                 Ok(r) => {
@@ -585,6 +687,9 @@ impl LlmClient {
                 Ok(Some(bytes)) => {
                     *content_length += bytes.len() as u64;
                     let flow = reader.feed(&bytes, at);
+                    if let Some(a) = answer.as_deref_mut() {
+                        a.feed(&bytes);
+                    }
                     if !got_first && reader.summary().first_token.is_some() {
                         got_first = true;
                         sleep.as_mut().reset(total_deadline);

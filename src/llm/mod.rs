@@ -10,7 +10,9 @@
 //! - [`event`]: what one event means, per provider (the full parser), and
 //!   [`fast`]: the byte scanner that decides the common token chunks first;
 //! - [`stream`]: folds event meanings into a token timeline;
-//! - [`client`]: the HTTP client, timeouts, cancellation and the final `Outcome`.
+//! - [`client`]: the HTTP client, timeouts, cancellation and the final `Outcome`;
+//! - [`session`] and [`answer`]: multi-turn sessions, which resend the
+//!   conversation (the server's answers included) each turn.
 //!
 //! It must not touch metrics aggregation, load shaping or the Locust
 //! protocol: it only produces `Outcome`s. A failed request is an `Outcome`
@@ -42,12 +44,14 @@
 //! Bodies are otherwise never buffered: each chunk is parsed and dropped.
 
 pub mod allow;
+pub mod answer;
 pub mod client;
 pub mod event;
 pub mod fast;
 pub mod prompt;
 pub mod request;
 pub mod scrub;
+pub mod session;
 pub mod sse;
 pub mod stream;
 

@@ -56,41 +56,13 @@ pub struct BodyTemplate {
 impl BodyTemplate {
     /// The template of `scenario`'s request body.
     pub fn new(scenario: &Scenario) -> Result<BodyTemplate, LlmError> {
-        let mut body = Map::new();
         let marker = Value::String(MARKER.into());
-        if scenario.provider == Provider::Gemini {
-            body.insert(
-                "contents".into(),
-                json!([{"role": "user", "parts": [{"text": marker}]}]),
-            );
-            let mut generation = Map::new();
-            generation.insert("maxOutputTokens".into(), scenario.output_length.into());
-            if let Some(t) = scenario.temperature {
-                generation.insert("temperature".into(), json!(t));
-            }
-            body.insert("generationConfig".into(), Value::Object(generation));
-        } else {
-            body.insert("model".into(), Value::String(scenario.model.clone()));
-            match scenario.provider {
-                Provider::OpenaiChat | Provider::Anthropic | Provider::Gemini => {
-                    body.insert("messages".into(), json!([{"role": "user", "content": marker}]));
-                }
-                Provider::OpenaiCompletions => {
-                    body.insert("prompt".into(), marker);
-                }
-            }
-            body.insert("max_tokens".into(), scenario.output_length.into());
-            body.insert("stream".into(), Value::Bool(true));
-            if scenario.provider != Provider::Anthropic {
-                body.insert("stream_options".into(), json!({"include_usage": true}));
-            }
-            if let Some(t) = scenario.temperature {
-                body.insert("temperature".into(), json!(t));
-            }
-        }
-        for (k, v) in &scenario.extra_body {
-            body.insert(k.clone(), v.clone());
-        }
+        let prompt = match scenario.provider {
+            Provider::OpenaiChat | Provider::Anthropic => json!([{"role": "user", "content": marker}]),
+            Provider::OpenaiCompletions => marker,
+            Provider::Gemini => json!([{"role": "user", "parts": [{"text": marker}]}]),
+        };
+        let body = body_map(scenario, prompt);
         let text = serde_json::to_vec(&Value::Object(body)).map_err(|e| LlmError::Body {
             scenario: scenario.name.clone(),
             reason: e.to_string(),
@@ -121,6 +93,151 @@ impl BodyTemplate {
         }
         Bytes::from(out)
     }
+}
+
+/// The body of `scenario` around `prompt` (the `messages` array, the
+/// completions `prompt`, or Gemini's `contents`), with every field the
+/// module docs list.
+fn body_map(scenario: &Scenario, prompt: Value) -> Map<String, Value> {
+    let mut body = Map::new();
+    if scenario.provider == Provider::Gemini {
+        // The model is in the URL and streaming is the method.
+        body.insert("contents".into(), prompt);
+        let mut generation = Map::new();
+        generation.insert("maxOutputTokens".into(), scenario.output_length.into());
+        if let Some(t) = scenario.temperature {
+            generation.insert("temperature".into(), json!(t));
+        }
+        body.insert("generationConfig".into(), Value::Object(generation));
+        for (k, v) in &scenario.extra_body {
+            body.insert(k.clone(), v.clone());
+        }
+        return body;
+    }
+    body.insert("model".into(), Value::String(scenario.model.clone()));
+    let field = if scenario.provider == Provider::OpenaiCompletions {
+        "prompt"
+    } else {
+        "messages"
+    };
+    body.insert(field.into(), prompt);
+    body.insert("max_tokens".into(), scenario.output_length.into());
+    body.insert("stream".into(), Value::Bool(true));
+    if scenario.provider != Provider::Anthropic {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(t) = scenario.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    for (k, v) in &scenario.extra_body {
+        body.insert(k.clone(), v.clone());
+    }
+    body
+}
+
+/// Who said a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Dataset prompts only (Anthropic: the top-level `system` field).
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// The body of one turn of a session: every message so far, in order
+/// (chat and Anthropic: a `messages` array alternating user and assistant;
+/// completions: their texts joined by newlines, since that API has no
+/// roles). Unlike [`BodyTemplate`] this serializes the JSON each time:
+/// answers are server text and need escaping.
+pub fn conversation_body(scenario: &Scenario, messages: &[(Role, &str)]) -> Result<Bytes, LlmError> {
+    messages_body(scenario, messages, scenario.output_length)
+}
+
+/// [`conversation_body`] with its own `max_tokens` (dataset prompts, whose
+/// output length is per record); Anthropic takes `system` messages in its
+/// top-level `system` field (joined by newlines).
+pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens: u64) -> Result<Bytes, LlmError> {
+    let mut system = Vec::new();
+    let prompt = match scenario.provider {
+        Provider::OpenaiChat => Value::Array(
+            messages
+                .iter()
+                .map(|(role, text)| json!({"role": role.name(), "content": text}))
+                .collect(),
+        ),
+        Provider::Anthropic => Value::Array(
+            messages
+                .iter()
+                .filter(|(role, text)| {
+                    let sys = *role == Role::System;
+                    if sys {
+                        system.push(*text);
+                    }
+                    !sys
+                })
+                .map(|(role, text)| json!({"role": role.name(), "content": text}))
+                .collect(),
+        ),
+        Provider::OpenaiCompletions => {
+            let texts: Vec<&str> = messages.iter().map(|(_, t)| *t).collect();
+            Value::String(texts.join("\n"))
+        }
+        // Gemini's roles are `user` and `model`; system text goes into
+        // `systemInstruction`.
+        Provider::Gemini => Value::Array(
+            messages
+                .iter()
+                .filter(|(role, text)| {
+                    let sys = *role == Role::System;
+                    if sys {
+                        system.push(*text);
+                    }
+                    !sys
+                })
+                .map(|(role, text)| {
+                    let role = if *role == Role::Assistant { "model" } else { "user" };
+                    json!({"role": role, "parts": [{"text": text}]})
+                })
+                .collect(),
+        ),
+    };
+    let mut body = body_map(scenario, prompt);
+    if max_tokens != scenario.output_length {
+        match body.get_mut("generationConfig").and_then(Value::as_object_mut) {
+            Some(generation) => {
+                generation.insert("maxOutputTokens".into(), max_tokens.into());
+            }
+            None => {
+                body.insert("max_tokens".into(), max_tokens.into());
+            }
+        }
+    }
+    if !system.is_empty() {
+        let (key, value) = if scenario.provider == Provider::Gemini {
+            ("systemInstruction", json!({"parts": [{"text": system.join("\n")}]}))
+        } else {
+            ("system", Value::String(system.join("\n")))
+        };
+        if !body.contains_key(key) {
+            body.insert(key.into(), value);
+        }
+    }
+    serde_json::to_vec(&Value::Object(body))
+        .map(Bytes::from)
+        .map_err(|e| LlmError::Body {
+            scenario: scenario.name.clone(),
+            reason: e.to_string(),
+        })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -251,6 +368,8 @@ mod tests {
             .into_iter()
             .collect(),
             wait: Default::default(),
+            session: None,
+            dataset: None,
         }
     }
 
@@ -310,6 +429,72 @@ mod tests {
         let h = headers(&s, Some("gk")).unwrap();
         assert_eq!(h["x-goog-api-key"], "gk");
         assert!(h["x-goog-api-key"].is_sensitive() && !h.contains_key(AUTHORIZATION));
+    }
+
+    #[test]
+    fn conversation_bodies_hold_every_message_in_order() {
+        let msgs = [
+            (Role::User, "A B"),
+            (Role::Assistant, " tok \"quoted\"\n"),
+            (Role::User, "C"),
+        ];
+        for provider in [Provider::OpenaiChat, Provider::OpenaiCompletions, Provider::Anthropic] {
+            let s = scenario(provider);
+            let body: Value = serde_json::from_slice(&conversation_body(&s, &msgs).unwrap()).unwrap();
+            if provider == Provider::OpenaiCompletions {
+                assert_eq!(body["prompt"], "A B\n tok \"quoted\"\n\nC");
+            } else {
+                let got: Vec<(String, String)> = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["role"].as_str().unwrap().into(),
+                            m["content"].as_str().unwrap().into(),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(String, String)> = msgs
+                    .iter()
+                    .map(|(r, t)| (r.name().to_string(), t.to_string()))
+                    .collect();
+                assert_eq!(got, want);
+            }
+            // the same fields as single requests
+            assert_eq!(body["max_tokens"], 65);
+            assert_eq!(body["ignore_eos"], true);
+            assert_eq!(body["stream"], true);
+        }
+    }
+
+    /// Gemini sessions and dataset prompts: roles `user`/`model` in
+    /// `contents`, system text in `systemInstruction`, a per-record output
+    /// length in `generationConfig.maxOutputTokens` (no `max_tokens`).
+    #[test]
+    fn gemini_conversations_use_contents_and_generation_config() {
+        let mut s = scenario(Provider::Gemini);
+        s.extra_body.clear();
+        let msgs = [
+            (Role::System, "sys"),
+            (Role::User, "A B"),
+            (Role::Assistant, " tok"),
+            (Role::User, "C"),
+        ];
+        let body: Value = serde_json::from_slice(&messages_body(&s, &msgs, 7).unwrap()).unwrap();
+        let got: Vec<(&str, &str)> = body["contents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["role"].as_str().unwrap(), c["parts"][0]["text"].as_str().unwrap()))
+            .collect();
+        assert_eq!(got, [("user", "A B"), ("model", " tok"), ("user", "C")]);
+        assert_eq!(body["systemInstruction"]["parts"][0]["text"], "sys");
+        assert_eq!(body["generationConfig"]["maxOutputTokens"], 7);
+        assert!(
+            body.get("max_tokens").is_none() && body.get("messages").is_none(),
+            "{body}"
+        );
     }
 
     #[test]

@@ -46,6 +46,16 @@ impl ClusterSlot {
         }
     }
 
+    /// This worker's index, in `0..count`.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Workers in the cluster (1 when unknown).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// The shift as a fraction of one interval, in `[0, 1)`.
     pub fn fraction(&self) -> f64 {
         f64::from(self.index) / f64::from(self.count)

@@ -590,6 +590,7 @@ impl<E: RunEngine> Worker<E> {
                 stop_timeout: self.stop_timeout,
                 allow: self.allow.clone(),
                 sinks: self.sinks.clone(),
+                slot: ClusterSlot::new(self.index, spawn.worker_count),
             };
             match E::start(config, ctx, self.events_tx.clone()) {
                 Ok(engine) => {

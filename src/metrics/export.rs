@@ -260,6 +260,7 @@ mod tests {
                 scheduled: tokio::time::Instant::now(),
                 warmup: false,
                 outcome: o,
+                turn: None,
             };
             csv.record(&r);
             json.record(&r);

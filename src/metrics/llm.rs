@@ -224,6 +224,12 @@ impl ScenarioLlm {
         self.dists[6].record(lag);
     }
 
+    /// Sessions: the tokens a perfect prefix cache would have served one
+    /// turn (`crate::llm::session`), beside the server's `cached_tokens`.
+    pub fn record_ideal_cached(&mut self, n: u64) {
+        self.counts.ideal_cached_tokens = self.counts.ideal_cached_tokens.saturating_add(n);
+    }
+
     /// Open loop: arrivals that fell due but were never sent (the run
     /// stopped while they waited for the in-flight cap).
     pub fn record_unsent(&mut self, n: u64) {

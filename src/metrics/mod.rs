@@ -16,6 +16,16 @@
 //! (`FailureKind::group`). A worker thus sends at most `MAX_FAILURE_KEYS`
 //! plus one row per kind group per scenario, however hostile the target,
 //! and every failure is still counted exactly once.
+//!
+//! # Sessions: one entry per turn
+//! A scenario with a multi-turn `session` is recorded as one entry per turn,
+//! named [`turn_name`] (`"Chat turn 2"`), in Locust's table and in the `llm`
+//! report alike: each turn is its own request with its own prompt length,
+//! so TTFT, input and cached tokens are reported per turn, and the token
+//! targets (the divergence check) are the turn's own
+//! (`Scenario::target_prompt_tokens`). Each turn's report also carries
+//! `ideal_cached_tokens`, what a perfect prefix cache would have served
+//! (see `crate::llm::session`), beside the server's `cached_tokens`.
 
 pub mod export;
 pub mod llm;
@@ -24,7 +34,7 @@ pub mod report;
 pub mod request;
 pub mod sink;
 
-pub use sink::{OutcomeSink, RequestRecord};
+pub use sink::{OutcomeSink, RequestRecord, SessionTurn};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,11 +81,19 @@ struct ScenarioAcc {
     failure_keys: BTreeSet<String>,
 }
 
+/// The entry name of turn `turn` (0-based) of a session scenario.
+pub fn turn_name(scenario: &str, turn: u32) -> String {
+    format!("{scenario} turn {}", turn.saturating_add(1))
+}
+
 #[derive(Debug)]
 struct State {
     window_start: f64,
     slo: Slo,
+    /// One per entry: a scenario, or one turn of a session scenario.
     scenarios: Vec<ScenarioAcc>,
+    /// Per scenario (config order): its first entry and its number of turns.
+    slots: Vec<(usize, u32)>,
     errors: BTreeMap<String, StatsError>,
 }
 
@@ -96,21 +114,32 @@ impl Recorder {
     /// A recorder for these scenarios (indexed as given) and SLOs.
     pub fn new(scenarios: &[Scenario], slo: Slo) -> Self {
         let now = unix_now();
-        let scenarios = scenarios
-            .iter()
-            .map(|s| ScenarioAcc {
-                name: s.name.clone(),
-                request: EntryAcc::new(&s.name, METHOD, now),
-                llm: ScenarioLlm::new(s.prompt_length, s.output_length),
-                warned: false,
-                failure_keys: BTreeSet::new(),
-            })
-            .collect();
+        let mut accs = Vec::new();
+        let mut slots = Vec::new();
+        for s in scenarios {
+            let turns = s.turns();
+            slots.push((accs.len(), turns));
+            for turn in 0..turns {
+                let name = if s.session.is_some() {
+                    turn_name(&s.name, turn)
+                } else {
+                    s.name.clone()
+                };
+                accs.push(ScenarioAcc {
+                    request: EntryAcc::new(&name, METHOD, now),
+                    name,
+                    llm: ScenarioLlm::new(s.target_prompt_tokens(turn), s.target_output_tokens()),
+                    warned: false,
+                    failure_keys: BTreeSet::new(),
+                });
+            }
+        }
         Recorder {
             state: Arc::new(Mutex::new(State {
                 window_start: now,
                 slo,
-                scenarios,
+                scenarios: accs,
+                slots,
                 errors: BTreeMap::new(),
             })),
         }
@@ -122,14 +151,36 @@ impl Recorder {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records one finished request of scenario `index`.
+    /// Records one finished request of scenario `index` (of its first
+    /// turn, for a session scenario).
     pub fn record(&self, index: usize, outcome: &Outcome, lag: Option<Duration>) -> RecordNote {
+        self.record_entry(index, 0, outcome, lag, None)
+    }
+
+    /// Records turn `turn` (0-based) of a session of scenario `index`, and
+    /// what a perfect prefix cache would have served it.
+    pub fn record_turn(&self, index: usize, turn: u32, outcome: &Outcome, ideal_cached_tokens: u64) -> RecordNote {
+        self.record_entry(index, turn, outcome, None, Some(ideal_cached_tokens))
+    }
+
+    fn record_entry(
+        &self,
+        index: usize,
+        turn: u32,
+        outcome: &Outcome,
+        lag: Option<Duration>,
+        ideal_cached: Option<u64>,
+    ) -> RecordNote {
         let now = unix_now();
         let mut st = self.lock();
         let slo = st.slo;
-        let Some(sc) = st.scenarios.get_mut(index) else {
+        let Some(entry) = st.entry(index, turn) else {
             return RecordNote::default();
         };
+        let sc = &mut st.scenarios[entry];
+        if let Some(n) = ideal_cached {
+            sc.llm.record_ideal_cached(n);
+        }
         let response_ms = outcome.total.as_secs_f64() * 1e3;
         sc.request
             .log(now, response_ms, outcome.content_length, outcome.failure.is_some());
@@ -171,15 +222,17 @@ impl Recorder {
     /// Records the scheduler's lateness for scenario `index` (see
     /// `load::LagSink`); it reaches the master with the next request.
     pub fn record_lag(&self, index: usize, lag: Duration) {
-        if let Some(sc) = self.lock().scenarios.get_mut(index) {
-            sc.llm.record_lag(lag);
+        let mut st = self.lock();
+        if let Some(entry) = st.entry(index, 0) {
+            st.scenarios[entry].llm.record_lag(lag);
         }
     }
 
     /// Open loop: `n` arrivals of scenario `index` were due but never sent.
     pub fn record_unsent(&self, index: usize, n: u64) {
-        if let Some(sc) = self.lock().scenarios.get_mut(index) {
-            sc.llm.record_unsent(n);
+        let mut st = self.lock();
+        if let Some(entry) = st.entry(index, 0) {
+            st.scenarios[entry].llm.record_unsent(n);
         }
     }
 
@@ -209,6 +262,14 @@ impl Recorder {
             errors,
             llm: (!llm.is_empty()).then_some(LlmReport { v: 1, scenarios: llm }),
         }
+    }
+}
+
+impl State {
+    /// The entry of turn `turn` of scenario `index`, if both exist.
+    fn entry(&self, index: usize, turn: u32) -> Option<usize> {
+        let &(first, turns) = self.slots.get(index)?;
+        (turn < turns).then(|| first + turn as usize)
     }
 }
 

@@ -221,6 +221,7 @@ mod tests {
                 scheduled: tokio::time::Instant::now(),
                 warmup: false,
                 outcome: o,
+                turn: None,
             });
         }
         let t = p.render();

@@ -72,6 +72,9 @@ pub struct ScenarioReport {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    /// Sessions: what a perfect prefix cache would have served (0 for
+    /// scenarios without sessions).
+    pub ideal_cached_tokens: u64,
     pub reasoning_tokens: u64,
     pub estimated_output: u64,
     pub target_prompt_tokens: u64,

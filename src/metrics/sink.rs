@@ -29,6 +29,18 @@ pub struct RequestRecord<'a> {
     /// True for the warm-up requests sent before load starts.
     pub warmup: bool,
     pub outcome: &'a Outcome,
+    /// A turn of a multi-turn session (`crate::llm::session`); `None` for
+    /// a request that stands alone (and for a session's warm-up).
+    pub turn: Option<SessionTurn>,
+}
+
+/// Which turn of a session a request was, and what a perfect prefix cache
+/// would have served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTurn {
+    /// 0-based.
+    pub turn: u32,
+    pub ideal_cached_tokens: u64,
 }
 
 impl RequestRecord<'_> {
@@ -62,6 +74,9 @@ impl std::fmt::Debug for Sinks {
 
 impl OutcomeSink for super::Recorder {
     fn record(&self, r: &RequestRecord<'_>) -> RecordNote {
-        super::Recorder::record(self, r.class, r.outcome, None)
+        match r.turn {
+            None => super::Recorder::record(self, r.class, r.outcome, None),
+            Some(t) => super::Recorder::record_turn(self, r.class, t.turn, r.outcome, t.ideal_cached_tokens),
+        }
     }
 }

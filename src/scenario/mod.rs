@@ -138,6 +138,136 @@ pub struct Scenario {
     pub extra_body: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub wait: Wait,
+    /// Multi-turn sessions: absent, every request stands alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+    /// Prompts drawn from a file (`crate::dataset`) instead of synthetic
+    /// ones; `prompt_length` is then the mean prompt length expected (for
+    /// the master's token estimate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
+}
+
+/// Where a dataset scenario's prompts come from and how they are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// The file, on the master (relative paths: to the scenarios file), or
+    /// on every worker with `shared_storage`.
+    pub path: String,
+    #[serde(default)]
+    pub format: DatasetFormat,
+    /// Seeds the sampling order (the same on every worker).
+    #[serde(default)]
+    pub seed: u64,
+    /// Each request's `max_tokens`.
+    #[serde(default)]
+    pub output: OutputLength,
+    /// Workers read `path` themselves (shared storage) instead of the
+    /// master shipping the file's text in `content`.
+    #[serde(default)]
+    pub shared_storage: bool,
+    /// The file's text, set by the master (at most
+    /// [`schema::MAX_SHIPPED_DATASET_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Dataset file formats (`crate::dataset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// One JSON object a line: `{"prompt": ..}` or `{"messages": [..]}`,
+    /// optionally `"output_length"`.
+    #[default]
+    Jsonl,
+    /// ShareGPT: `{"conversations": [{"from", "value"}, ..]}` records, as a
+    /// JSON array or one a line.
+    Sharegpt,
+}
+
+impl DatasetFormat {
+    pub const ALL: [&'static str; 2] = ["jsonl", "sharegpt"];
+}
+
+/// How a dataset request's output length is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputLength {
+    /// The scenario's `output_length`.
+    #[default]
+    Fixed,
+    /// The record's own (`output_length`; ShareGPT: the words of the reply).
+    Dataset,
+    /// Uniform in `[min, max]` tokens, seeded per request.
+    Uniform { min: u64, max: u64 },
+}
+
+/// A multi-turn chat session (one closed-loop iteration or one open-loop
+/// arrival): turn 1 sends the scenario's prompt; each later turn sends the
+/// whole conversation so far (every earlier prompt *and the server's
+/// answers*) plus a new user message, so a server's prefix cache can reuse
+/// everything but the newest message, as real chat traffic lets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// Requests per session, at least 2 (1 is a plain scenario).
+    pub turns: u32,
+    /// Tokens of each later turn's new user message; absent:
+    /// `prompt_length - prefix_length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_length: Option<u64>,
+    /// Pause between the end of one turn and the next (the user reading and
+    /// typing): `none`, `constant` or `between`.
+    #[serde(default)]
+    pub think_time: Wait,
+    /// Name of a header that carries an id unique to the session (e.g.
+    /// `x-session-id`), for routers that keep a session on one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_header: Option<String>,
+}
+
+/// Most turns a session may have: the conversation is held in memory and
+/// resent each turn, so its size grows with the square of the turns.
+pub const MAX_TURNS: u32 = 64;
+
+impl Session {
+    /// Tokens of the new user message of turns 2 and later.
+    pub fn turn_length(&self, s: &Scenario) -> u64 {
+        self.turn_length
+            .unwrap_or(s.prompt_length.saturating_sub(s.prefix_length))
+    }
+}
+
+impl Scenario {
+    /// The output tokens each request should get (0 for dataset prompts
+    /// whose output length varies: no divergence check).
+    pub fn target_output_tokens(&self) -> u64 {
+        match &self.dataset {
+            Some(d) if d.output != OutputLength::Fixed => 0,
+            _ => self.output_length,
+        }
+    }
+
+    /// Requests per iteration: the session's turns, or 1.
+    pub fn turns(&self) -> u32 {
+        self.session.as_ref().map_or(1, |s| s.turns)
+    }
+
+    /// The prompt tokens turn `turn` (0-based) should send: the first
+    /// prompt, then per earlier turn its answer and a new message.
+    /// Dataset prompts have no target (0: no divergence check).
+    pub fn target_prompt_tokens(&self, turn: u32) -> u64 {
+        if self.dataset.is_some() {
+            return 0;
+        }
+        match &self.session {
+            None => self.prompt_length,
+            Some(sess) => self.prompt_length.saturating_add(
+                u64::from(turn).saturating_mul(self.output_length.saturating_add(sess.turn_length(self))),
+            ),
+        }
+    }
 }
 
 fn default_weight() -> u32 {
@@ -383,15 +513,44 @@ fn cross_field_rules(doc: &serde_yaml::Value) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        let wait = get(s, "wait");
-        if wait.get("kind").and_then(Value::as_str) == Some("between") {
-            let (min, max) = (get(&wait, "min_s"), get(&wait, "max_s"));
+        let think = get(&get(s, "session"), "think_time");
+        for (field, wait) in [("wait", get(s, "wait")), ("session.think_time", think)] {
+            if wait.get("kind").and_then(Value::as_str) == Some("between") {
+                let (min, max) = (get(&wait, "min_s"), get(&wait, "max_s"));
+                if num(&min) > num(&max) {
+                    return Err(err(
+                        &at,
+                        field,
+                        format!("min_s={}, max_s={}", render(&min), render(&max)),
+                        "need min_s <= max_s".into(),
+                    ));
+                }
+            }
+        }
+    }
+    for s in doc.get("scenarios").and_then(Value::as_sequence).into_iter().flatten() {
+        let at = format!("scenario {}", render(&get(s, "name")));
+        let dataset = get(s, "dataset");
+        if dataset.is_null() {
+            continue;
+        }
+        if !get(s, "session").is_null() {
+            return Err(err(
+                &at,
+                "dataset",
+                render(&get(&dataset, "path")),
+                "dataset prompts are single requests: leave out `session` or `dataset`".into(),
+            ));
+        }
+        let output = get(&dataset, "output");
+        if output.get("kind").and_then(Value::as_str) == Some("uniform") {
+            let (min, max) = (get(&output, "min"), get(&output, "max"));
             if num(&min) > num(&max) {
                 return Err(err(
                     &at,
-                    "wait",
-                    format!("min_s={}, max_s={}", render(&min), render(&max)),
-                    "need min_s <= max_s".into(),
+                    "dataset.output",
+                    format!("min={}, max={}", render(&min), render(&max)),
+                    "need min <= max".into(),
                 ));
             }
         }
@@ -545,6 +704,33 @@ slo: {ttft_ms: 500}
         let bad = GOOD.replace("provider: anthropic", "provider: antropic");
         let e = TestConfig::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("antropic") && e.contains("openai-chat"), "{e}");
+    }
+
+    #[test]
+    fn sessions_parse_and_bad_ones_name_the_field() {
+        let doc = GOOD.replace(
+            "    wait: {kind: between, min_s: 0.5, max_s: 1.0}",
+            "    session: {turns: 3, think_time: {kind: constant, seconds: 0.5}, affinity_header: x-session-id}",
+        );
+        let c = TestConfig::from_yaml(&doc).unwrap();
+        let s = &c.scenarios[0];
+        assert_eq!(s.turns(), 3);
+        assert_eq!(c.scenarios[1].turns(), 1);
+        // 128 + 2 * (32 answer + 64 new message)
+        assert_eq!(s.target_prompt_tokens(2), 128 + 2 * (32 + 64));
+        for (from, to, field) in [
+            ("turns: 3", "turns: 1", "session.turns"),
+            ("turns: 3", "turns: 3, turn_length: 0", "session.turn_length"),
+            (
+                "kind: constant, seconds: 0.5",
+                "kind: pacing, seconds: 1",
+                "session.think_time.kind",
+            ),
+            ("x-session-id", "'x session'", "session.affinity_header"),
+        ] {
+            let e = TestConfig::from_yaml(&doc.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("ChatShort"), "{e}");
+        }
     }
 
     #[test]

@@ -72,6 +72,26 @@ pub const NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 pub const ENDPOINT_PATTERN: &str = "^(/|https?://)";
 /// An environment variable name: anything but `=`.
 pub const ENV_VAR_PATTERN: &str = "^[^=]+$";
+/// An HTTP header name (RFC 9110 token characters).
+pub const HEADER_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+/// A dataset file the master ships inside the test definition: the spawn
+/// message carries it to every worker, and a worker accepts no string over
+/// 1 MiB from the master (`locust::wire::MAX_STRING_BYTES`). Larger files
+/// need `shared_storage`.
+pub const MAX_SHIPPED_DATASET_BYTES: u64 = 1_000_000;
+/// A dataset file a worker reads itself (`shared_storage`).
+pub const MAX_DATASET_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Characters in a dataset path.
+pub const MAX_PATH_CHARS: u64 = 4_096;
+/// A sampling seed: JSON integers are exact up to 2^53.
+pub const MAX_SEED: u64 = 1 << 53;
+/// Characters in a header name.
+pub const MAX_HEADER_CHARS: u64 = 256;
+
+/// RFC 9110 `tchar`.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c)
+}
 
 /// The patterns [`check`] implements; the Python side uses `re.search`.
 fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
@@ -82,6 +102,7 @@ fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
         }
         ENDPOINT_PATTERN => s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"),
         ENV_VAR_PATTERN => !s.is_empty() && !s.contains('='),
+        HEADER_PATTERN => !s.is_empty() && s.chars().all(is_token_char),
         _ => return None,
     })
 }
@@ -159,7 +180,9 @@ fn seconds(min_exclusive: bool, expected: &str) -> Json {
     )
 }
 
-fn wait() -> Json {
+/// A pause: `wait` (every kind) or a session's `think_time` (no pacing:
+/// that paces whole sessions, in `wait`).
+fn pause(pacing: bool) -> Json {
     let secs = || seconds(false, "use a non-negative number of seconds");
     let variant = |kind: &str, fields: Vec<(&str, Json)>| {
         let mut props = vec![("kind", json!({"enum": [kind]}))];
@@ -170,21 +193,155 @@ fn wait() -> Json {
         }
         object(props, &required)
     };
+    let mut variants = vec![
+        variant("none", vec![]),
+        variant("constant", vec![("seconds", secs())]),
+        variant("between", vec![("min_s", secs()), ("max_s", secs())]),
+    ];
+    let tag_expected = if pacing {
+        variants.push(variant("pacing", vec![("seconds", secs())]));
+        "valid values: none, constant, between, pacing"
+    } else {
+        "valid values: none, constant, between (pacing applies to whole sessions: set it in `wait`)"
+    };
     with_default(
         json!({
             "type": "object",
             "x-tag": "kind",
-            "x-tag-expected": "valid values: none, constant, between, pacing",
+            "x-tag-expected": tag_expected,
             "x-expected": "must be a mapping with `kind`",
-            "oneOf": [
-                variant("none", vec![]),
-                variant("constant", vec![("seconds", secs())]),
-                variant("between", vec![("min_s", secs()), ("max_s", secs())]),
-                variant("pacing", vec![("seconds", secs())]),
-            ],
+            "oneOf": variants,
         }),
         json!({"kind": "none"}),
     )
+}
+
+fn wait() -> Json {
+    pause(true)
+}
+
+fn dataset() -> Json {
+    let tokens = || {
+        integer(
+            1,
+            MAX_OUTPUT_TOKENS,
+            format!("use a positive token count, at most {MAX_OUTPUT_TOKENS}"),
+        )
+    };
+    let variant = |kind: &str, fields: Vec<(&str, Json)>| {
+        let mut props = vec![("kind", json!({"enum": [kind]}))];
+        let mut required = vec!["kind"];
+        for (name, node) in fields {
+            props.push((name, node));
+            required.push(name);
+        }
+        object(props, &required)
+    };
+    let output = with_default(
+        json!({
+            "type": "object",
+            "x-tag": "kind",
+            "x-tag-expected": "valid values: fixed, dataset, uniform",
+            "x-expected": "must be a mapping with `kind`",
+            "oneOf": [
+                variant("fixed", vec![]),
+                variant("dataset", vec![]),
+                variant("uniform", vec![("min", tokens()), ("max", tokens())]),
+            ],
+        }),
+        json!({"kind": "fixed"}),
+    );
+    let d = object(
+        vec![
+            (
+                "path",
+                string(
+                    MAX_PATH_CHARS,
+                    None,
+                    "name the dataset file (relative: to the scenarios file)",
+                ),
+            ),
+            (
+                "format",
+                with_default(one_of(&super::DatasetFormat::ALL), json!("jsonl")),
+            ),
+            (
+                "seed",
+                with_default(
+                    integer(0, MAX_SEED, format!("use a whole number from 0 to {MAX_SEED}")),
+                    json!(0),
+                ),
+            ),
+            ("output", output),
+            (
+                "shared_storage",
+                with_default(
+                    json!({"type": "boolean", "x-expected": "use true or false"}),
+                    json!(false),
+                ),
+            ),
+            (
+                "content",
+                with_default(
+                    nullable(json!({
+                        "type": "string",
+                        "maxLength": MAX_SHIPPED_DATASET_BYTES,
+                        "x-expected": format!(
+                            "the master ships at most {MAX_SHIPPED_DATASET_BYTES} bytes; \
+                             use shared_storage for larger files"
+                        ),
+                    })),
+                    Json::Null,
+                ),
+            ),
+        ],
+        &["path"],
+    );
+    with_default(nullable(d), Json::Null)
+}
+
+fn session() -> Json {
+    let max_turns = u64::from(super::MAX_TURNS);
+    let s = object(
+        vec![
+            (
+                "turns",
+                integer(
+                    2,
+                    max_turns,
+                    format!("use 2 to {max_turns} turns (leave `session` out for single requests)"),
+                ),
+            ),
+            (
+                "turn_length",
+                with_default(
+                    nullable(integer(
+                        1,
+                        MAX_PROMPT_TOKENS,
+                        format!(
+                            "use a positive token count, at most {MAX_PROMPT_TOKENS} \
+                             (absent: prompt_length - prefix_length)"
+                        ),
+                    )),
+                    Json::Null,
+                ),
+            ),
+            ("think_time", pause(false)),
+            (
+                "affinity_header",
+                with_default(
+                    nullable(string(
+                        MAX_HEADER_CHARS,
+                        Some(HEADER_PATTERN),
+                        "use an HTTP header name, e.g. x-session-id",
+                    )),
+                    Json::Null,
+                ),
+            ),
+        ],
+        &["turns"],
+    );
+    with_default(nullable(s), Json::Null)
 }
 
 fn scenario() -> Json {
@@ -277,6 +434,8 @@ fn scenario() -> Json {
                 ),
             ),
             ("wait", wait()),
+            ("session", session()),
+            ("dataset", dataset()),
         ],
         &["name", "provider", "model", "prompt_length", "output_length"],
     );
@@ -433,7 +592,8 @@ pub fn schema() -> Json {
     root["title"] = json!("tokenswarm test definition");
     root["description"] = json!(
         "Generated by `tokenswarm schema` from src/scenario; do not edit. \
-         Cross-field rules (unique names, prefix_length < prompt_length, wait min_s <= max_s, \
+         Cross-field rules (unique names, prefix_length < prompt_length, wait and think_time min_s <= max_s, \
+         dataset without session, dataset uniform min <= max, \
          open loop needs phases, ramp_s <= duration_s) are code on both sides."
     );
     root
@@ -796,7 +956,7 @@ mod tests {
         }
         let mut found = Vec::new();
         visit(&schema(), &mut found);
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         for p in found {
             assert!(pattern_matches(&p, "x").is_some(), "{p} has no implementation");
         }

@@ -8,31 +8,60 @@ use std::collections::{BTreeMap, HashMap};
 /// Words per cache block (docs/contracts.md).
 pub const BLOCK_WORDS: usize = 16;
 
-/// Counts the whitespace-separated words of `pieces` and returns
-/// (word count, hash of every whole leading block, chained).
-pub fn count_and_hash<'a>(pieces: impl Iterator<Item = &'a str>) -> (u64, Vec<u64>) {
-    let mut words = 0u64;
-    let mut hashes = Vec::new();
-    let mut h = FNV_OFFSET;
-    let mut in_block = 0usize;
-    for piece in pieces {
-        for w in piece.split_whitespace() {
-            for &b in w.as_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-            }
-            h = (h ^ 0xff).wrapping_mul(FNV_PRIME); // word separator
-            words += 1;
-            in_block += 1;
-            if in_block == BLOCK_WORDS {
-                let block = finish(h);
-                hashes.push(block);
-                // the next block's hash starts from this one: a hash chain
-                h = (FNV_OFFSET ^ block).wrapping_mul(FNV_PRIME);
-                in_block = 0;
-            }
+/// The hash chain over the whitespace-separated words of a prompt (word
+/// count and the hash of every whole leading block), which can go on where a prompt ended: the
+/// blocks of a prompt followed by its answer are the blocks the next turn
+/// of a conversation sends (prompt, answer, new message), so caching them
+/// at the end of a generation lets that turn hit, as vLLM's prefix cache
+/// keeps the blocks of generated tokens.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub words: u64,
+    /// Hash of every whole block so far.
+    pub hashes: Vec<u64>,
+    h: u64,
+    in_block: usize,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            words: 0,
+            hashes: Vec::new(),
+            h: FNV_OFFSET,
+            in_block: 0,
         }
     }
-    (words, hashes)
+}
+
+impl Chain {
+    /// The chain of the words of `pieces`, in order.
+    pub fn of<'a>(pieces: impl Iterator<Item = &'a str>) -> Chain {
+        let mut c = Chain::default();
+        for piece in pieces {
+            for w in piece.split_whitespace() {
+                c.push_word(w.as_bytes());
+            }
+        }
+        c
+    }
+
+    /// Appends one word.
+    pub fn push_word(&mut self, w: &[u8]) {
+        for &b in w {
+            self.h = (self.h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+        self.h = (self.h ^ 0xff).wrapping_mul(FNV_PRIME); // word separator
+        self.words += 1;
+        self.in_block += 1;
+        if self.in_block == BLOCK_WORDS {
+            let block = finish(self.h);
+            self.hashes.push(block);
+            // the next block's hash starts from this one: a hash chain
+            self.h = (FNV_OFFSET ^ block).wrapping_mul(FNV_PRIME);
+            self.in_block = 0;
+        }
+    }
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -107,12 +136,14 @@ mod tests {
     #[test]
     fn chain_and_lru() {
         let a = "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z A B C D E F G H";
-        let (n, hs) = count_and_hash([a].into_iter());
+        let Chain {
+            words: n, hashes: hs, ..
+        } = Chain::of([a].into_iter());
         assert_eq!(n, 34);
         assert_eq!(hs.len(), 2);
         // split across pieces gives the same hashes
-        let (_, hs2) =
-            count_and_hash(["A B C D E F G H", "I J K L M N O P Q R S T U V W X Y Z A B C D E F G H"].into_iter());
+        let hs2 =
+            Chain::of(["A B C D E F G H", "I J K L M N O P Q R S T U V W X Y Z A B C D E F G H"].into_iter()).hashes;
         assert_eq!(hs, hs2);
         let mut c = PrefixCache::new(3);
         assert_eq!(c.lookup_insert(&hs), 0);
@@ -120,5 +151,19 @@ mod tests {
         assert_eq!(c.lookup_insert(&[1, 2]), 0);
         // capacity 3: the oldest (tail of the first prefix, then its head) went
         assert!(c.by_hash.len() <= 3);
+    }
+
+    #[test]
+    fn a_chain_continued_with_the_answer_is_the_next_turns_prefix() {
+        let prompt = "A B C D E F G H I J K L M N O P Q R S T";
+        let mut c = Chain::of([prompt].into_iter());
+        for _ in 0..20 {
+            c.push_word(b"tok");
+        }
+        let answer = " tok".repeat(20);
+        let next = Chain::of([prompt, answer.as_str(), "U V W X Y Z"].into_iter());
+        assert_eq!(c.words, 40);
+        assert_eq!(c.hashes.len(), 2);
+        assert_eq!(next.hashes[..2], c.hashes[..]);
     }
 }

@@ -27,7 +27,10 @@
 //!   (1 ± `--jitter`, seeded). Chunks already due are written together.
 //!   `--no-latency` (or `--ttft-ms 0 --tpot-ms 0`) answers at once.
 //! - Prefix cache: blocks of 16 words hashed as a chain; cached tokens = the
-//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). They
+//!   whole leading blocks seen before (LRU of `--prefix-cache-blocks`). A
+//!   completed answer's blocks are cached too (prompt words followed by one
+//!   `tok` per answer token, as the next turn of a conversation resends
+//!   them), so a multi-turn chat hits on its whole history, as on vLLM. They
 //!   cost no prefill and are reported as `cached_tokens` / Anthropic
 //!   `cache_read_input_tokens` (`input_tokens` excludes them;
 //!   `cache_creation_input_tokens` is always 0, so input_tokens +
@@ -138,6 +141,11 @@ pub struct ServedRequest {
     pub e2e_us: Option<u64>,
     pub fault: Option<&'static str>,
     pub completed: bool,
+    /// Block hashes of the prompt followed by the planned answer, cached
+    /// when the response completes (empty when the cache is off).
+    pub context_blocks: Vec<u64>,
+    /// `--log-prompts`: the prompt's texts.
+    pub prompt_texts: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -256,6 +264,12 @@ impl Shared {
                 *st.faults.entry(f).or_default() += 1;
             }
         }
+        if o.status == 200 && o.completed && !o.context_blocks.is_empty() {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup_insert(&o.context_blocks);
+        }
         if let Some(log) = &self.log {
             let line = serde_json::json!({
                 "arrival_unix_s": o.arrival.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
@@ -270,8 +284,12 @@ impl Shared {
                 "ttft_us": o.ttft_us,
                 "e2e_us": o.e2e_us,
                 "fault": o.fault,
-            })
-            .to_string();
+            });
+            let mut line = line;
+            if let Some(texts) = &o.prompt_texts {
+                line["prompt_texts"] = serde_json::json!(texts);
+            }
+            let line = line.to_string();
             let _ = log.lock().unwrap_or_else(|e| e.into_inner()).send(LogMsg::Line(line));
         }
     }
@@ -535,20 +553,25 @@ async fn handle_parsed(shared: Arc<Shared>, api: Api, body: Body, path: Option<(
         e2e_us: None,
         fault: None,
         completed: false,
+        context_blocks: Vec::new(),
+        prompt_texts: None,
     };
     let req = match server::read_body(body, cfg.max_body_bytes).await {
-        Ok(bytes) => parse::parse_for_model(api, &bytes, path.as_ref().map(|(m, _)| m.as_str())).map(|mut r| {
-            if let Some((_, stream)) = &path {
-                r.stream = *stream;
-            }
-            r
-        }),
+        Ok(bytes) => {
+            parse::parse_request(api, &bytes, path.as_ref().map(|(m, _)| m.as_str()), cfg.log_prompts).map(|mut r| {
+                if let Some((_, stream)) = &path {
+                    r.stream = *stream;
+                }
+                r
+            })
+        }
         Err(e) => Err(e),
     };
-    let req = match req {
+    let mut req = match req {
         Ok(r) => r,
         Err(e) => return fail(&shared, api, outcome, e),
     };
+    outcome.prompt_texts = req.prompt_texts.take();
     outcome.model = Some(req.model.clone());
     outcome.stream = req.stream;
     outcome.prompt_tokens = req.prompt_tokens;
@@ -569,6 +592,16 @@ async fn handle_parsed(shared: Arc<Shared>, api: Api, body: Body, path: Option<(
     };
     outcome.fault = plan.fault.map(Fault::name);
     outcome.cached_tokens = plan.cached_tokens;
+    if cfg.prefix_cache_blocks > 0 && plan.n_answer > 0 {
+        let mut chain = req.chain.clone();
+        for _ in 0..plan.n_answer {
+            chain.push_word(format::ANSWER_WORD.trim().as_bytes());
+        }
+        // only the blocks the answer completed are new
+        if chain.hashes.len() > req.block_hashes.len() {
+            outcome.context_blocks = chain.hashes;
+        }
+    }
 
     // Queue for a slot.
     let permit = {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::cache::count_and_hash;
+use super::cache::Chain;
 
 /// Longest model name accepted, bytes.
 pub const MAX_MODEL_BYTES: usize = 256;
@@ -130,6 +130,11 @@ pub struct Req {
     pub wants_reasoning: bool,
     pub prompt_tokens: u64,
     pub block_hashes: Vec<u64>,
+    /// The prompt's hash chain, to go on with the answer (`cache::Chain`).
+    pub chain: Chain,
+    /// The prompt's texts in order (system, then each message's content),
+    /// kept only for `--log-prompts`.
+    pub prompt_texts: Option<Vec<String>>,
 }
 
 /// One field of the body as it was sent.
@@ -562,12 +567,13 @@ fn model_name(api: Api, f: &Field<Cow<'_, str>>) -> Result<String, ApiError> {
 /// Parses and validates a request body (the model in the body).
 #[cfg(test)]
 pub fn parse(api: Api, body: &[u8]) -> Result<Req, ApiError> {
-    parse_for_model(api, body, None)
+    parse_request(api, body, None, false)
 }
 
-/// Parses a body whose model came in the path (Gemini: `path_model`); the
-/// caller sets `stream` from the method.
-pub fn parse_for_model(api: Api, body: &[u8], path_model: Option<&str>) -> Result<Req, ApiError> {
+/// Parses and validates a request body. `path_model` is the model named in
+/// the path (Gemini; the caller sets `stream` from the method);
+/// `keep_texts` keeps the prompt's texts in order (`--log-prompts`).
+pub fn parse_request(api: Api, body: &[u8], path_model: Option<&str>, keep_texts: bool) -> Result<Req, ApiError> {
     let top: Field<RequestBody> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(
             None,
@@ -728,7 +734,9 @@ pub fn parse_for_model(api: Api, body: &[u8], path_model: Option<&str>) -> Resul
             }
         },
     }
-    let (prompt_tokens, block_hashes) = count_and_hash(texts.into_iter());
+    let prompt_texts = keep_texts.then(|| texts.iter().map(|s| s.to_string()).collect());
+    let chain = Chain::of(texts.into_iter());
+    let (prompt_tokens, block_hashes) = (chain.words, chain.hashes.clone());
     Ok(Req {
         model,
         stream,
@@ -739,6 +747,8 @@ pub fn parse_for_model(api: Api, body: &[u8], path_model: Option<&str>) -> Resul
         wants_reasoning,
         prompt_tokens,
         block_hashes,
+        chain,
+        prompt_texts,
     })
 }
 
@@ -812,11 +822,12 @@ mod tests {
     /// limit from `generationConfig.maxOutputTokens`; errors in Google's shape.
     #[test]
     fn gemini_bodies() {
-        let r = parse_for_model(
+        let r = parse_request(
             Api::Gemini,
             br#"{"systemInstruction":{"parts":[{"text":"s t"}]},"contents":[{"role":"user","parts":[{"text":"a b"},{"text":"c"}]}],
                 "generationConfig":{"maxOutputTokens":7,"thinkingConfig":{"includeThoughts":true}}}"#,
             Some("gemini-x"),
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -824,17 +835,18 @@ mod tests {
             ("gemini-x", Some(7), 5)
         );
         assert!(r.wants_reasoning);
-        let e = parse_for_model(Api::Gemini, br#"{"contents":[]}"#, Some("g")).unwrap_err();
+        let e = parse_request(Api::Gemini, br#"{"contents":[]}"#, Some("g"), false).unwrap_err();
         assert_eq!((e.status, e.param), (400, Some("contents")));
         let v: serde_json::Value = serde_json::from_str(&e.body(Api::Gemini)).unwrap();
         assert_eq!(
             (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
             (Some(400), Some("INVALID_ARGUMENT"))
         );
-        let e = parse_for_model(
+        let e = parse_request(
             Api::Gemini,
             br#"{"contents":[{"parts":[{"text":"a"}]}],"generationConfig":{"maxOutputTokens":"9"}}"#,
             Some("g"),
+            false,
         )
         .unwrap_err();
         assert_eq!(e.param, Some("generationConfig.maxOutputTokens"));

@@ -318,6 +318,8 @@ mod tests {
             wants_reasoning: false,
             prompt_tokens,
             block_hashes: vec![1, 2],
+            chain: Default::default(),
+            prompt_texts: None,
         }
     }
 

@@ -142,6 +142,10 @@ pub struct SimConfig {
     /// Write one JSON line per request to FILE (docs/contracts.md §2).
     #[arg(long, value_name = "FILE")]
     pub log_requests: Option<PathBuf>,
+    /// With --log-requests: also log each prompt's texts (`prompt_texts`: the
+    /// system text and message contents in order; large lines).
+    #[arg(long, requires = "log_requests")]
+    pub log_prompts: bool,
     /// Seconds a connection may take to send the headers of a request, idle keep-alive
     /// time included; then the simulator closes it (so half-sent requests cannot hold it).
     #[arg(long = "header-timeout-s", value_name = "SECONDS", default_value = "30", value_parser = header_seconds)]

@@ -438,6 +438,7 @@ mod tests {
                 scheduled: origin + at,
                 warmup,
                 outcome: o,
+                turn: None,
             })
         };
         rec(0, Duration::ZERO, true, &ok(5, 10));

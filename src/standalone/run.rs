@@ -310,6 +310,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         stop_timeout: Duration::from_secs(30),
         allow: crate::llm::AllowList::any(),
         sinks: Default::default(),
+        slot: Default::default(),
     };
     let mut engine = Engine::start_with_sinks(plan.config.clone(), ctx, events_tx, sinks)
         .map_err(|e| RunError::Config(e.to_string()))?;

@@ -454,6 +454,8 @@ pub fn plan(suite: RunSuite, endpoint: EndpointSpec) -> Result<Plan, SpecError> 
             headers: headers.clone(),
             extra_body: BTreeMap::new(),
             wait: Default::default(),
+            session: None,
+            dataset: None,
         })
         .collect();
     let len = suite.test_length_in_seconds;
