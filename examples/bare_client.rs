@@ -1,4 +1,4 @@
-//! The CPU floor of bench/floor.py: the least a client can do per streamed
+//! The CPU floor of bench/cpu_per_request.py: the least a client can do per streamed
 //! request. `conns` keep-alive HTTP/1.1 connections on one thread each send
 //! the same POST, find the first non-empty `"content":"` and the end of the
 //! body (Content-Length or the last chunk), and go again, for `secs`
