@@ -541,3 +541,51 @@ fn a_gemini_endpoint_runs_against_the_simulator() {
         "{rows:?}"
     );
 }
+
+/// Issue 14.6 in standalone mode: `tokenswarm run --metrics-addr` serves
+/// Prometheus text while the run goes (scraped mid-run: the load type's
+/// request counter above zero, its TTFT histogram present), and the run
+/// still ends with exit 0 and the results folder.
+#[test]
+fn run_serves_prometheus_during_the_run() {
+    let dir = test_dir("standalone-run-prometheus");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (_, ep) = init(&dir, port);
+    let suite = dir.join("long.yml");
+    std::fs::write(
+        &suite,
+        "name: long\nrequests_per_second_rates: [4.0]\ntest_length_in_seconds: 8\n\
+         load_types:\n- {prompt_length: 64, prefix_length: 16, output_length: 8, weight: 1}\n",
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let maddr = format!("127.0.0.1:{metrics_port}");
+    let results = dir.join("results");
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(&dir)
+        .args([
+            "run",
+            suite.to_str().unwrap(),
+            ep.to_str().unwrap(),
+            "--yes",
+            "--metrics-addr",
+            &maddr,
+        ])
+        .arg("--results")
+        .arg(&results)
+        .stdin(Stdio::null());
+    let mut p = Proc::spawn("run-prometheus", &mut cmd, &dir);
+    let body = wait_for("requests in /metrics", Duration::from_secs(60), || {
+        let (status, body) = http::get(metrics_port, "/metrics").ok()?;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("tokenswarm_requests_total{scenario=\"load_type_1\"}"))?;
+        let n: u64 = line.rsplit(' ').next()?.parse().ok()?;
+        (status == 200 && n > 0).then_some(body)
+    });
+    assert!(p.child.try_wait().unwrap().is_none(), "scraped while the run was going");
+    assert!(body.contains("# TYPE tokenswarm_ttft_seconds histogram"), "{body}");
+    assert!(body.contains("tokenswarm_ttft_seconds_bucket{scenario=\"load_type_1\",le=\"+Inf\"}"));
+    assert_eq!(p.wait(Duration::from_secs(120)), Some(0), "{}", p.output());
+    assert!(run_dir(&results).join("summary.yml").exists());
+}

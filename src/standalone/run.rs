@@ -4,7 +4,8 @@
 //! warnings included), show progress, and write the results folder.
 //!
 //! Sinks of the run: the engine's Locust window (unused here), the
-//! [`RunAggregate`] and the per-request [`RequestLog`].
+//! [`RunAggregate`], the per-request [`RequestLog`] and the caller's own
+//! ([`RunOptions::sinks`]: Prometheus with `--metrics-addr`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -164,6 +165,8 @@ pub struct RunOptions {
     pub results: PathBuf,
     pub fail_on: Vec<Threshold>,
     pub slo: Slo,
+    /// More sinks for every request (`--metrics-addr`: the Prometheus registry).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 fn read(path: &Path) -> Result<String, RunError> {
@@ -301,7 +304,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         )
         .map_err(|e| io("llm_requests.csv", e))?,
     );
-    let sinks: Vec<Arc<dyn OutcomeSink>> = vec![aggregate.clone(), log.clone()];
+    let mut sinks: Vec<Arc<dyn OutcomeSink>> = vec![aggregate.clone(), log.clone()];
+    sinks.extend(opts.sinks.0.iter().cloned());
     let (events_tx, mut events) = mpsc::channel(64);
     let ctx = RunContext {
         host: plan.host.clone(),
