@@ -100,8 +100,8 @@ struct RunArgs {
     /// tokenflood endpoint spec (YAML); leave out with --host.
     #[arg(required_unless_present = "host")]
     endpoint: Option<std::path::PathBuf>,
-    /// Target base URL for a tokenswarm scenarios file (open loop, phases
-    /// of one length): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
+    /// Target base URL for a tokenswarm scenarios file (open loop; phases
+    /// of any length, ramps allowed): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
     #[arg(long, conflicts_with = "endpoint")]
     host: Option<String>,
     /// Start without asking for confirmation (required without a terminal).

@@ -452,9 +452,12 @@ fn an_interrupted_run_exits_130_and_still_writes_its_results() {
 }
 
 /// tokenswarm's own scenarios file runs standalone with --host (open
-/// loop, phases of one length): exit 0, one row per served request under
-/// the scenarios' names, the scenarios file copied; a closed-loop file is
-/// refused naming `load.mode`, with nothing sent.
+/// loop; issue 14: two phases of different lengths, the second with a
+/// ramp): exit 0, one row per served request under the scenarios' names,
+/// every phase row in a phase the file has, the summary's per-phase
+/// durations those of the file, the token estimate counting the ramp at
+/// its mean rate, the scenarios file copied; a closed-loop file is refused
+/// naming `load.mode`, with nothing sent.
 #[test]
 fn a_scenarios_file_with_host_runs_standalone() {
     let dir = test_dir("standalone-scenarios");
@@ -464,7 +467,9 @@ fn a_scenarios_file_with_host_runs_standalone() {
                      - {name: Claude, weight: 2, provider: anthropic, model: m, prompt_length: 32, output_length: 4}\n";
     std::fs::write(
         &file,
-        format!("{scenarios}load: {{mode: open, phases: [{{rate: 3, duration_s: 2}}]}}\n"),
+        format!(
+            "{scenarios}load: {{mode: open, phases: [{{rate: 3, duration_s: 1}}, {{rate: 5, duration_s: 3, ramp_s: 2}}]}}\n"
+        ),
     )
     .unwrap();
     let host = format!("http://127.0.0.1:{port}");
@@ -499,6 +504,23 @@ fn a_scenarios_file_with_host_runs_standalone() {
         );
     }
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| ["warmup", "1", "2"].contains(&r["phase"].as_str())),
+        "{rows:?}"
+    );
+    assert!(rows.iter().any(|r| r["phase"] == "2"), "{rows:?}");
+    // 3 req/s x 1 s + ramp 3 -> 5 over 2 s (8) + 5 req/s x 1 s = 16
+    // scheduled requests, plus one warm-up per scenario.
+    assert!(log.contains("about 18 requests"), "{log}");
+    let summary: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(run.join("summary.yml")).unwrap()).unwrap();
+    let durations: Vec<f64> = summary["phases"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["duration_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(durations, [1.0, 3.0]);
     assert_eq!(
         std::fs::read(run.join("scenarios.yaml")).unwrap(),
         std::fs::read(&file).unwrap()
