@@ -240,11 +240,14 @@ fn refusals_send_nothing_and_say_why() {
         log.contains("ramp_up") && log.contains("requests_per_second_rates"),
         "{log}"
     );
-    let gemini = dir.join("gemini.yml");
-    std::fs::write(&gemini, "provider: gemini\nmodel: gemini-2.5-flash\n").unwrap();
-    let (code, log) = run(&dir, &[suite.to_str().unwrap(), gemini.to_str().unwrap(), "--yes"]);
+    let bedrock = dir.join("bedrock.yml");
+    std::fs::write(&bedrock, "provider: bedrock\nmodel: anthropic.claude-3\n").unwrap();
+    let (code, log) = run(&dir, &[suite.to_str().unwrap(), bedrock.to_str().unwrap(), "--yes"]);
     assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("openai, hosted_vllm, azure, anthropic"), "{log}");
+    assert!(
+        log.contains("bedrock") && log.contains("openai, hosted_vllm, azure, anthropic, gemini"),
+        "{log}"
+    );
     assert_eq!(sim_stats(port)["requests"], 0);
 }
 
