@@ -102,8 +102,8 @@ struct RunArgs {
     /// tokenflood endpoint spec (YAML); leave out with --host.
     #[arg(required_unless_present = "host")]
     endpoint: Option<std::path::PathBuf>,
-    /// Target base URL for a tokenswarm scenarios file (open loop, phases
-    /// of one length): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
+    /// Target base URL for a tokenswarm scenarios file (open loop; phases
+    /// of any length, ramps allowed): `tokenswarm run scenarios.yaml --host http://HOST:PORT`.
     #[arg(long, conflicts_with = "endpoint")]
     host: Option<String>,
     /// Start without asking for confirmation (required without a terminal).
@@ -125,6 +125,19 @@ struct RunArgs {
     /// Goodput SLO: end to end, ms.
     #[arg(long)]
     slo_e2e_ms: Option<f64>,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics while the run goes.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+}
+
+/// The Prometheus registry served on `addr` (`--metrics-addr`, both modes).
+async fn prometheus(addr: &str) -> anyhow::Result<std::sync::Arc<dyn tokenswarm::metrics::OutcomeSink>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-addr {addr}: cannot listen (use HOST:PORT, e.g. 127.0.0.1:9100)"))?;
+    let registry = tokenswarm::metrics::prometheus::Prometheus::new();
+    tokio::spawn(registry.clone().serve(listener));
+    Ok(registry)
 }
 
 fn main() -> ExitCode {
@@ -162,12 +175,7 @@ fn main() -> ExitCode {
                     sinks.0.push(std::sync::Arc::new(log));
                 }
                 if let Some(addr) = &args.metrics_addr {
-                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                        format!("--metrics-addr {addr}: cannot listen (use HOST:PORT, e.g. 127.0.0.1:9100)")
-                    })?;
-                    let registry = tokenswarm::metrics::prometheus::Prometheus::new();
-                    sinks.0.push(registry.clone());
-                    tokio::spawn(registry.serve(listener));
+                    sinks.0.push(prometheus(addr).await?);
                 }
                 let opts = WorkerOptions {
                     master_host: args.master_host,
@@ -182,6 +190,10 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             }
             Command::Run(a) => {
+                let mut sinks = tokenswarm::metrics::sink::Sinks::default();
+                if let Some(addr) = &a.metrics_addr {
+                    sinks.0.push(prometheus(addr).await?);
+                }
                 let opts = tokenswarm::standalone::RunOptions {
                     run_suite: a.run_suite,
                     endpoint: a.endpoint,
@@ -194,6 +206,7 @@ fn main() -> ExitCode {
                         tpot_ms: a.slo_tpot_ms,
                         e2e_ms: a.slo_e2e_ms,
                     },
+                    sinks,
                 };
                 tokenswarm::standalone::run(opts, tokenswarm::shutdown::signal())
                     .await

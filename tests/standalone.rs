@@ -240,11 +240,14 @@ fn refusals_send_nothing_and_say_why() {
         log.contains("ramp_up") && log.contains("requests_per_second_rates"),
         "{log}"
     );
-    let gemini = dir.join("gemini.yml");
-    std::fs::write(&gemini, "provider: gemini\nmodel: gemini-2.5-flash\n").unwrap();
-    let (code, log) = run(&dir, &[suite.to_str().unwrap(), gemini.to_str().unwrap(), "--yes"]);
+    let bedrock = dir.join("bedrock.yml");
+    std::fs::write(&bedrock, "provider: bedrock\nmodel: anthropic.claude-3\n").unwrap();
+    let (code, log) = run(&dir, &[suite.to_str().unwrap(), bedrock.to_str().unwrap(), "--yes"]);
     assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("openai, hosted_vllm, azure, anthropic"), "{log}");
+    assert!(
+        log.contains("bedrock") && log.contains("openai, hosted_vllm, azure, anthropic, gemini"),
+        "{log}"
+    );
     assert_eq!(sim_stats(port)["requests"], 0);
 }
 
@@ -436,9 +439,12 @@ fn an_interrupted_run_exits_130_and_still_writes_its_results() {
 }
 
 /// tokenswarm's own scenarios file runs standalone with --host (open
-/// loop, phases of one length): exit 0, one row per served request under
-/// the scenarios' names, the scenarios file copied; a closed-loop file is
-/// refused naming `load.mode`, with nothing sent.
+/// loop; issue 14: two phases of different lengths, the second with a
+/// ramp): exit 0, one row per served request under the scenarios' names,
+/// every phase row in a phase the file has, the summary's per-phase
+/// durations those of the file, the token estimate counting the ramp at
+/// its mean rate, the scenarios file copied; a closed-loop file is refused
+/// naming `load.mode`, with nothing sent.
 #[test]
 fn a_scenarios_file_with_host_runs_standalone() {
     let dir = test_dir("standalone-scenarios");
@@ -448,7 +454,9 @@ fn a_scenarios_file_with_host_runs_standalone() {
                      - {name: Claude, weight: 2, provider: anthropic, model: m, prompt_length: 32, output_length: 4}\n";
     std::fs::write(
         &file,
-        format!("{scenarios}load: {{mode: open, phases: [{{rate: 3, duration_s: 2}}]}}\n"),
+        format!(
+            "{scenarios}load: {{mode: open, phases: [{{rate: 3, duration_s: 1}}, {{rate: 5, duration_s: 3, ramp_s: 2}}]}}\n"
+        ),
     )
     .unwrap();
     let host = format!("http://127.0.0.1:{port}");
@@ -483,6 +491,23 @@ fn a_scenarios_file_with_host_runs_standalone() {
         );
     }
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| ["warmup", "1", "2"].contains(&r["phase"].as_str())),
+        "{rows:?}"
+    );
+    assert!(rows.iter().any(|r| r["phase"] == "2"), "{rows:?}");
+    // 3 req/s x 1 s + ramp 3 -> 5 over 2 s (8) + 5 req/s x 1 s = 16
+    // scheduled requests, plus one warm-up per scenario.
+    assert!(log.contains("about 18 requests"), "{log}");
+    let summary: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(run.join("summary.yml")).unwrap()).unwrap();
+    let durations: Vec<f64> = summary["phases"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["duration_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(durations, [1.0, 3.0]);
     assert_eq!(
         std::fs::read(run.join("scenarios.yaml")).unwrap(),
         std::fs::read(&file).unwrap()
@@ -524,4 +549,52 @@ fn a_gemini_endpoint_runs_against_the_simulator() {
         rows.iter().all(|r| r["status"] == "ok" && r["output_tokens"] == "8"),
         "{rows:?}"
     );
+}
+
+/// Issue 14.6 in standalone mode: `tokenswarm run --metrics-addr` serves
+/// Prometheus text while the run goes (scraped mid-run: the load type's
+/// request counter above zero, its TTFT histogram present), and the run
+/// still ends with exit 0 and the results folder.
+#[test]
+fn run_serves_prometheus_during_the_run() {
+    let dir = test_dir("standalone-run-prometheus");
+    let (_sim, port) = start_sim(&dir, "sim", &[]);
+    let (_, ep) = init(&dir, port);
+    let suite = dir.join("long.yml");
+    std::fs::write(
+        &suite,
+        "name: long\nrequests_per_second_rates: [4.0]\ntest_length_in_seconds: 8\n\
+         load_types:\n- {prompt_length: 64, prefix_length: 16, output_length: 8, weight: 1}\n",
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let maddr = format!("127.0.0.1:{metrics_port}");
+    let results = dir.join("results");
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(&dir)
+        .args([
+            "run",
+            suite.to_str().unwrap(),
+            ep.to_str().unwrap(),
+            "--yes",
+            "--metrics-addr",
+            &maddr,
+        ])
+        .arg("--results")
+        .arg(&results)
+        .stdin(Stdio::null());
+    let mut p = Proc::spawn("run-prometheus", &mut cmd, &dir);
+    let body = wait_for("requests in /metrics", Duration::from_secs(60), || {
+        let (status, body) = http::get(metrics_port, "/metrics").ok()?;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("tokenswarm_requests_total{scenario=\"load_type_1\"}"))?;
+        let n: u64 = line.rsplit(' ').next()?.parse().ok()?;
+        (status == 200 && n > 0).then_some(body)
+    });
+    assert!(p.child.try_wait().unwrap().is_none(), "scraped while the run was going");
+    assert!(body.contains("# TYPE tokenswarm_ttft_seconds histogram"), "{body}");
+    assert!(body.contains("tokenswarm_ttft_seconds_bucket{scenario=\"load_type_1\",le=\"+Inf\"}"));
+    assert_eq!(p.wait(Duration::from_secs(120)), Some(0), "{}", p.output());
+    assert!(run_dir(&results).join("summary.yml").exists());
 }

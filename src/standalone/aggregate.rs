@@ -25,20 +25,26 @@ pub const RECENT: usize = 256;
 /// Per-request divergence warnings printed before they are only counted.
 pub const DIVERGENCE_WARNINGS: u64 = 5;
 
-/// Which phase a request belongs to, from when it was due.
+/// Which phase a request belongs to, from when it was due. Phases may
+/// differ in length (tokenswarm's own scenarios file); a ramp is part of
+/// its phase, as in `load::arrivals`.
 #[derive(Debug)]
 pub struct PhaseClock {
     origin: OnceLock<Instant>,
-    length: Duration,
-    phases: usize,
+    /// Each phase's length (at least one phase).
+    lengths: Vec<Duration>,
 }
 
 impl PhaseClock {
-    pub fn new(length: Duration, phases: usize) -> PhaseClock {
+    pub fn new(lengths: Vec<Duration>) -> PhaseClock {
+        let lengths = if lengths.is_empty() {
+            vec![Duration::ZERO]
+        } else {
+            lengths
+        };
         PhaseClock {
             origin: OnceLock::new(),
-            length,
-            phases: phases.max(1),
+            lengths,
         }
     }
 
@@ -58,17 +64,29 @@ impl PhaseClock {
         if t < origin {
             return None;
         }
-        let since = t.duration_since(origin).as_secs_f64();
-        let i = (since / self.length.as_secs_f64().max(1e-9)).floor() as usize;
-        Some(i.min(self.phases - 1))
+        let since = t.duration_since(origin);
+        let mut end = Duration::ZERO;
+        for (i, l) in self.lengths.iter().enumerate() {
+            end += *l;
+            if since < end {
+                return Some(i);
+            }
+        }
+        Some(self.lengths.len() - 1)
     }
 
     pub fn phases(&self) -> usize {
-        self.phases
+        self.lengths.len()
     }
 
-    pub fn length(&self) -> Duration {
-        self.length
+    /// The length of phase `i` (0-based).
+    pub fn length(&self, i: usize) -> Duration {
+        self.lengths.get(i).copied().unwrap_or_default()
+    }
+
+    /// All phases together.
+    pub fn total(&self) -> Duration {
+        self.lengths.iter().sum()
     }
 }
 
@@ -196,7 +214,6 @@ impl RunAggregate {
                     .collect(),
             );
         }
-        let length_s = self.clock.length().as_secs_f64();
         let table = |parts: &[&(ScenarioReport, DivSums, DivSums)], seconds: f64| {
             Table::from_reports(parts, percentiles, seconds)
         };
@@ -206,7 +223,8 @@ impl RunAggregate {
         };
         let mut phases = Vec::new();
         let mut all = Vec::new();
-        for row in &reports[1..] {
+        for (i, row) in reports[1..].iter().enumerate() {
+            let length_s = self.clock.length(i).as_secs_f64();
             let parts: Vec<_> = row.iter().collect();
             all.extend(parts.iter().copied());
             let load_types = self
@@ -217,7 +235,7 @@ impl RunAggregate {
                 .collect();
             phases.push((table(&parts, length_s), load_types));
         }
-        let total = table(&all, length_s * reports.len().saturating_sub(1) as f64);
+        let total = table(&all, self.clock.total().as_secs_f64());
         Tables { warmup, phases, total }
     }
 }
@@ -414,9 +432,29 @@ mod tests {
 
     /// Requests land in the phase they were due in (warm-up apart), and
     /// the phase and run tables add up, with divergence averaged.
+    /// Phases of different lengths (issue 14): a request belongs to the
+    /// phase whose span holds its due time; past the end, the last phase;
+    /// before the start, the warm-up (None).
+    #[test]
+    fn phases_of_different_lengths_split_at_their_own_boundaries() {
+        let clock = PhaseClock::new(vec![Duration::from_secs(1), Duration::from_secs(3)]);
+        let origin = Instant::now();
+        assert_eq!(clock.phase_at(origin), None, "not started yet");
+        clock.start(origin);
+        let at = |ms: u64| clock.phase_at(origin + Duration::from_millis(ms));
+        assert_eq!(
+            (at(0), at(999), at(1000), at(3999), at(9000)),
+            (Some(0), Some(0), Some(1), Some(1), Some(1))
+        );
+        assert_eq!(
+            (clock.length(1), clock.total()),
+            (Duration::from_secs(3), Duration::from_secs(4))
+        );
+    }
+
     #[test]
     fn requests_are_tabled_by_phase_and_load_type() {
-        let clock = std::sync::Arc::new(PhaseClock::new(Duration::from_secs(10), 2));
+        let clock = std::sync::Arc::new(PhaseClock::new(vec![Duration::from_secs(10); 2]));
         let agg = RunAggregate::new(&[scen("a"), scen("b")], Slo::default(), clock.clone());
         let origin = Instant::now();
         clock.start(origin);

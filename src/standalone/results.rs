@@ -105,6 +105,8 @@ pub fn net_stats(samples: &[&Sample], percentiles: &[f64]) -> NetStats {
 pub struct PhaseSummary {
     pub phase: usize,
     pub requests_per_second: f64,
+    /// The phase's length (phases of tokenswarm's own file may differ).
+    pub duration_s: f64,
     #[serde(flatten)]
     pub table: Table,
     pub network_latency_ms: NetStats,

@@ -5,7 +5,8 @@
 //! progress, and write the results folder.
 //!
 //! Sinks of the run: the engine's Locust window (unused here), the
-//! [`RunAggregate`] and the per-request [`RequestLog`].
+//! [`RunAggregate`], the per-request [`RequestLog`] and the caller's own
+//! ([`RunOptions::sinks`]: Prometheus with `--metrics-addr`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -165,6 +166,8 @@ pub struct RunOptions {
     pub results: PathBuf,
     pub fail_on: Vec<Threshold>,
     pub slo: Slo,
+    /// More sinks for every request (`--metrics-addr`: the Prometheus registry).
+    pub sinks: crate::metrics::sink::Sinks,
 }
 
 fn read(path: &Path) -> Result<String, RunError> {
@@ -224,13 +227,25 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let url = plan.url.clone();
 
     // Safety before anything is sent: estimate, budgets, confirmation.
-    let (est_in, est_out) = suite.token_estimate();
+    let load_phases = plan.config.load.phases.clone();
+    let expected = spec::expected_requests_of(&load_phases);
+    let (est_in, est_out) = suite.token_estimate_for(expected);
+    let shape: Vec<String> = load_phases
+        .iter()
+        .map(|p| {
+            let ramp = if p.ramp.is_zero() {
+                String::new()
+            } else {
+                format!(", ramp {} s", p.ramp.as_secs_f64())
+            };
+            format!("{} req/s for {} s{ramp}", p.rate, p.duration.as_secs_f64())
+        })
+        .collect();
     say(&format!(
-        "tokenswarm run {:?}: {} phase(s) of {} s at {:?} req/s, {} load type(s), against {} ({} {})",
+        "tokenswarm run {:?}: {} phase(s) [{}], {} load type(s), against {} ({} {})",
         suite.name,
-        suite.requests_per_second_rates.len(),
-        suite.test_length_in_seconds,
-        suite.requests_per_second_rates,
+        load_phases.len(),
+        shape.join("; "),
         suite.load_types.len(),
         url,
         plan.provider,
@@ -238,7 +253,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     ));
     say(&format!(
         "estimated usage: about {:.0} requests, {est_in} input tokens, {est_out} output tokens (budgets: input {}, output {})",
-        suite.expected_requests() + suite.load_types.len() as f64,
+        expected + suite.load_types.len() as f64,
         suite.input_token_budget.map_or("none".into(), |b| b.to_string()),
         suite.output_token_budget.map_or("none".into(), |b| b.to_string()),
     ));
@@ -276,10 +291,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     }
 
     let phases = suite.requests_per_second_rates.len();
-    let clock = Arc::new(PhaseClock::new(
-        crate::units::seconds_saturating(suite.test_length_in_seconds),
-        phases,
-    ));
+    let clock = Arc::new(PhaseClock::new(load_phases.iter().map(|p| p.duration).collect()));
     let names: Vec<String> = plan.config.scenarios.iter().map(|s| s.name.clone()).collect();
     let aggregate = Arc::new(RunAggregate::new(
         &plan.config.scenarios,
@@ -302,7 +314,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         )
         .map_err(|e| io("llm_requests.csv", e))?,
     );
-    let sinks: Vec<Arc<dyn OutcomeSink>> = vec![aggregate.clone(), log.clone()];
+    let mut sinks: Vec<Arc<dyn OutcomeSink>> = vec![aggregate.clone(), log.clone()];
+    sinks.extend(opts.sinks.0.iter().cloned());
     let (events_tx, mut events) = mpsc::channel(64);
     let ctx = RunContext {
         host: plan.host.clone(),
@@ -508,6 +521,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             .map(|(i, (t, lts))| PhaseSummary {
                 phase: i + 1,
                 requests_per_second: suite.requests_per_second_rates[i],
+                duration_s: clock.length(i).as_secs_f64(),
                 table: t.clone(),
                 network_latency_ms: per_phase_net[i].clone(),
                 load_types: lts.clone(),

@@ -275,8 +275,13 @@ impl RunSuite {
     /// requests at the weighted mean token counts, plus one warm-up request
     /// per load type. Rounded up.
     pub fn token_estimate(&self) -> (u64, u64) {
+        self.token_estimate_for(self.expected_requests())
+    }
+
+    /// [`RunSuite::token_estimate`] for `n` scheduled requests (phases of
+    /// other shapes: [`expected_requests_of`]).
+    pub fn token_estimate_for(&self, n: f64) -> (u64, u64) {
         let total_w: f64 = self.load_types.iter().map(|l| l.weight).sum();
-        let n = self.expected_requests();
         let mean = |f: fn(&LoadType) -> u64| -> f64 {
             self.load_types.iter().map(|l| l.weight * f(l) as f64).sum::<f64>() / total_w
         };
@@ -502,6 +507,21 @@ pub fn plan(suite: RunSuite, endpoint: EndpointSpec) -> Result<Plan, SpecError> 
 /// A standalone run of tokenswarm's own scenarios file (`tokenswarm run
 /// SCENARIOS.yaml --host URL`): it must be open loop with phases of one
 /// length and no ramps (the run suite's shape); `name` names the results.
+/// Requests open-loop `phases` schedule on average: each phase's rate
+/// integrated over its length, its ramp moving linearly from the previous
+/// phase's rate (0 before the first), as `load::arrivals` schedules them.
+pub fn expected_requests_of(phases: &[Phase]) -> f64 {
+    let mut prev = 0.0;
+    let mut n = 0.0;
+    for p in phases {
+        let d = p.duration.as_secs_f64();
+        let ramp = p.ramp.as_secs_f64().clamp(0.0, d);
+        n += ramp * (prev + p.rate) / 2.0 + (d - ramp) * p.rate;
+        prev = p.rate;
+    }
+    n
+}
+
 pub fn plan_from_scenarios(config: TestConfig, host: &str, name: &str) -> Result<Plan, SpecError> {
     let sc_err = |message: String| SpecError {
         file: "scenarios file",
@@ -514,18 +534,10 @@ pub fn plan_from_scenarios(config: TestConfig, host: &str, name: &str) -> Result
                 .into(),
         ));
     }
+    // Phases may differ in length and ramp: the run's clock and estimate
+    // take them from `config.load.phases`; the suite keeps the first
+    // phase's length for display only.
     let length = config.load.phases[0].duration;
-    for (i, p) in config.load.phases.iter().enumerate() {
-        if p.duration != length || !p.ramp.is_zero() {
-            return Err(sc_err(format!(
-                "load.phases[{i}] has duration_s {} and ramp_s {}; a standalone run needs phases of one length \
-                 ({} s, the first phase's) without ramps",
-                p.duration.as_secs_f64(),
-                p.ramp.as_secs_f64(),
-                length.as_secs_f64()
-            )));
-        }
-    }
     let first = &config.scenarios[0];
     let url = crate::llm::request::url(first, host)
         .map_err(|e| sc_err(e.to_string()))?
@@ -710,6 +722,23 @@ mod tests {
             m.contains("TOKENSWARM_TEST_SURELY_UNSET_42 ") && m.contains("not set"),
             "{m}"
         );
+    }
+
+    /// The estimate integrates each phase's rate over its own length, a
+    /// ramp at the mean of the previous and its own rate (0 before the
+    /// first phase): 0->2 over 2 s (2) + 2 x 2 s (4) + 2->4 over 1 s (3)
+    /// + 4 x 4 s (16) = 25.
+    #[test]
+    fn expected_requests_integrate_ramps_and_lengths() {
+        let ph = |rate: f64, d: u64, r: u64| Phase {
+            rate,
+            duration: std::time::Duration::from_secs(d),
+            ramp: std::time::Duration::from_secs(r),
+        };
+        assert_eq!(expected_requests_of(&[ph(2.0, 4, 2), ph(4.0, 5, 1)]), 25.0);
+        let suite = RunSuite::from_yaml(RIPPLE).unwrap();
+        let p = plan(suite, EndpointSpec::from_yaml("provider: openai\nmodel: m\n").unwrap()).unwrap();
+        assert_eq!(expected_requests_of(&p.config.load.phases), p.suite.expected_requests());
     }
 
     /// Values out of range name the field, the value and the valid range.
