@@ -211,6 +211,7 @@ pub fn scenario(provider: Provider) -> Scenario {
         wait: Default::default(),
         session: None,
         dataset: None,
+        task: None,
     }
 }
 

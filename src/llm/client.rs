@@ -86,7 +86,7 @@ use tokio_util::sync::CancellationToken;
 use super::LlmError;
 use super::allow::AllowList;
 use super::answer::AnswerText;
-use super::prompt::PromptBuilder;
+use super::prompt::{PromptBuilder, TASK};
 use super::request::{self, BodyTemplate};
 use super::scrub::Scrubber;
 use super::stream::{Flow, ResponseReader};
@@ -249,7 +249,8 @@ impl PreparedScenario {
         };
         let headers = request::headers(scenario, secret.as_deref())?;
         let template = BodyTemplate::new(scenario)?;
-        let prompt = PromptBuilder::new(&scenario.name, scenario.prompt_length, scenario.prefix_length)
+        let task = scenario.task.as_deref().unwrap_or(TASK);
+        let prompt = PromptBuilder::with_task(&scenario.name, scenario.prompt_length, scenario.prefix_length, task)
             .with_salt(rand::random());
         let scrub = Scrubber::new(secret.as_deref(), scenario.headers.values().map(String::as_str));
         let affinity = match scenario.session.as_ref().and_then(|s| s.affinity_header.as_deref()) {
@@ -260,7 +261,7 @@ impl PreparedScenario {
             })?),
         };
         let turn_prompt = scenario.session.as_ref().map(|sess| {
-            PromptBuilder::new(&format!("{}/turn", scenario.name), sess.turn_length(scenario), 0)
+            PromptBuilder::with_task(&format!("{}/turn", scenario.name), sess.turn_length(scenario), 0, task)
                 .with_salt(rand::random())
         });
         Ok(PreparedScenario {

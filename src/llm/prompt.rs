@@ -101,6 +101,13 @@ impl PromptBuilder {
     /// words are shared (clamped to `prompt_length`). Salt 0; see
     /// [`PromptBuilder::with_salt`].
     pub fn new(scenario_name: &str, prompt_length: u64, prefix_length: u64) -> PromptBuilder {
+        PromptBuilder::with_task(scenario_name, prompt_length, prefix_length, TASK)
+    }
+
+    /// [`PromptBuilder::new`] ending in `task` instead of [`TASK`]; `task`
+    /// goes into JSON bodies as it is, so it must need no escaping (the
+    /// schema's `TASK_PATTERN`).
+    pub fn with_task(scenario_name: &str, prompt_length: u64, prefix_length: u64, task: &str) -> PromptBuilder {
         let prefix_length = prefix_length.min(prompt_length);
         let rest = prompt_length - prefix_length;
         let seed = fnv1a(scenario_name);
@@ -111,13 +118,13 @@ impl PromptBuilder {
             prefix.push(b' ');
         }
 
-        let task_words = TASK.split_whitespace().count() as u64;
+        let task_words = task.split_whitespace().count() as u64;
         let with_task = rest > task_words;
         let room = if with_task { rest - task_words } else { rest };
         let unique_words = room.min(UNIQUE_WORDS as u64);
         let filler = room - unique_words;
 
-        let mut tail = Vec::with_capacity(filler as usize * 2 + TASK.len() + 1);
+        let mut tail = Vec::with_capacity(filler as usize * 2 + task.len() + 1);
         let mut filler_rng = SplitMix(seed ^ 0x5EED_F111_E500_0000);
         for _ in 0..filler {
             tail.push(b' ');
@@ -125,7 +132,7 @@ impl PromptBuilder {
         }
         if with_task {
             tail.push(b' ');
-            tail.extend_from_slice(TASK.as_bytes());
+            tail.extend_from_slice(task.as_bytes());
         }
         PromptBuilder {
             prefix,
@@ -254,6 +261,17 @@ mod tests {
         );
         let just_fits = PromptBuilder::new("S", task_words + 4, 3).build(1);
         assert!(just_fits.ends_with(TASK));
+    }
+
+    /// A scenario's own task (tokenflood's) replaces the default one and
+    /// still fills the prompt to exactly `prompt_length` words.
+    #[test]
+    fn a_custom_task_ends_the_prompt_at_the_same_length() {
+        let task = "Task: Count up to 10000 naming each individual number like this: 1 2 3 4";
+        let b = PromptBuilder::with_task("S", 100, 10, task);
+        let p = b.build(3);
+        assert!(p.ends_with(task) && !p.contains(TASK), "{p}");
+        assert_eq!(words(&p).len(), 100);
     }
 
     #[test]

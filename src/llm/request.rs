@@ -370,6 +370,7 @@ mod tests {
             wait: Default::default(),
             session: None,
             dataset: None,
+            task: None,
         }
     }
 

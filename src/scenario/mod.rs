@@ -130,6 +130,11 @@ pub struct Scenario {
     pub api_key_env: Option<String>,
     #[serde(default)]
     pub temperature: Option<f64>,
+    /// The instruction that ends each synthetic prompt, to make the server
+    /// write at least `output_length` tokens (`llm::prompt::TASK` when
+    /// absent; tokenflood's run suites set their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// Extra HTTP headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

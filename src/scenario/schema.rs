@@ -72,6 +72,11 @@ pub const NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 pub const ENDPOINT_PATTERN: &str = "^(/|https?://)";
 /// An environment variable name: anything but `=`.
 pub const ENV_VAR_PATTERN: &str = "^[^=]+$";
+/// A prompt's task sentence: printable ASCII without `"` or `\`, so it goes
+/// into every JSON body as it is, with no escaping per request.
+pub const TASK_PATTERN: &str = "^[ !#-\\[\\]-~]+$";
+/// Characters in a task sentence.
+pub const MAX_TASK_CHARS: u64 = 1_000;
 /// An HTTP header name (RFC 9110 token characters).
 pub const HEADER_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 /// A dataset file the master ships inside the test definition: the spawn
@@ -103,6 +108,7 @@ fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
         ENDPOINT_PATTERN => s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"),
         ENV_VAR_PATTERN => !s.is_empty() && !s.contains('='),
         HEADER_PATTERN => !s.is_empty() && s.chars().all(is_token_char),
+        TASK_PATTERN => !s.is_empty() && s.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'),
         _ => return None,
     })
 }
@@ -414,6 +420,14 @@ fn scenario() -> Json {
                     nullable(number(0.0, 2.0, false, "use a value between 0 and 2".into())),
                     Json::Null,
                 ),
+            ),
+            (
+                "task",
+                nullable(string(
+                    MAX_TASK_CHARS,
+                    Some(TASK_PATTERN),
+                    "use up to 1,000 characters of printable ASCII without quotes or backslashes",
+                )),
             ),
             (
                 "headers",
@@ -956,7 +970,7 @@ mod tests {
         }
         let mut found = Vec::new();
         visit(&schema(), &mut found);
-        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
         for p in found {
             assert!(pattern_matches(&p, "x").is_some(), "{p} has no implementation");
         }

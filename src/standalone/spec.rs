@@ -40,7 +40,8 @@ fn ep_err(message: String) -> SpecError {
     }
 }
 
-/// The task sentence tokenflood appends to every prompt.
+/// The task sentence tokenflood appends to every prompt (when the run suite
+/// names none).
 pub const DEFAULT_TASK: &str = "Task: Count up to 10000 naming each individual number like this: 1 2 3 4";
 
 /// One load type: token counts and a sampling weight.
@@ -240,10 +241,15 @@ impl RunSuite {
                 self.error_limit
             )));
         }
-        if let Some(t) = &self.task
-            && t.task.trim().is_empty()
-        {
-            return Err(run_err("field `task.task` is empty; give the task sentence".into()));
+        if let Some(t) = &self.task {
+            let ok = |c: char| matches!(c, ' '..='~') && c != '"' && c != '\\';
+            if t.task.trim().is_empty() || t.task.len() > 1_000 || !t.task.chars().all(ok) {
+                return Err(run_err(format!(
+                    "field `task.task` has value {:?}; give the task sentence in up to 1,000 characters \
+                     of printable ASCII without quotes or backslashes",
+                    t.task.chars().take(80).collect::<String>()
+                )));
+            }
         }
         if let Some(ts) = &self.token_set {
             let mut got = ts.tokens.clone();
@@ -461,6 +467,13 @@ pub fn plan(suite: RunSuite, endpoint: EndpointSpec) -> Result<Plan, SpecError> 
             wait: Default::default(),
             session: None,
             dataset: None,
+            task: Some(
+                suite
+                    .task
+                    .as_ref()
+                    .map_or(DEFAULT_TASK, |t| t.task.as_str())
+                    .to_string(),
+            ),
         })
         .collect();
     let len = suite.test_length_in_seconds;
@@ -622,6 +635,26 @@ mod tests {
         assert_eq!(c.scenarios[0].api_key_env, None);
         // 30 requests * mean 576 prompt tokens + 2 warm-ups.
         assert_eq!(p.suite.token_estimate(), (30 * 576 + 512 + 640, 30 * 22 + 32 + 12));
+        // the suite's task ends every prompt
+        assert_eq!(c.scenarios[0].task.as_deref(), Some(DEFAULT_TASK));
+    }
+
+    /// A suite's own task reaches the scenarios; one that would need JSON
+    /// escaping is refused, naming the field.
+    #[test]
+    fn the_suite_task_is_used_and_checked() {
+        let e = || EndpointSpec::from_yaml("provider: openai\nmodel: m\nbase_url: http://127.0.0.1:1/v1\n").unwrap();
+        let own = RIPPLE.replace(DEFAULT_TASK, "Task: List every prime below 100000");
+        let p = plan(RunSuite::from_yaml(&own).unwrap(), e()).unwrap();
+        assert!(
+            p.config
+                .scenarios
+                .iter()
+                .all(|s| s.task.as_deref() == Some("Task: List every prime below 100000"))
+        );
+        let bad = RIPPLE.replace(DEFAULT_TASK, "Say \\\"hi\\\"");
+        let m = RunSuite::from_yaml(&bad).unwrap_err().to_string();
+        assert!(m.contains("task.task") && m.contains("without quotes"), "{m}");
     }
 
     /// An unknown field is refused, naming it and the valid fields.
