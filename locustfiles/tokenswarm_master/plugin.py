@@ -154,7 +154,13 @@ def _build_config(state, opts, path):
     """The validated config: the file plus the options, and for a capacity
     search in open loop its rate ladder as the phases. A capacity search
     needs an SLO (it measures their attainment) and whole users in closed
-    loop."""
+    loop. Dataset files are shipped in it (`config.ship_datasets`)."""
+    cfg = _validated_config(state, opts, path)
+    cfgmod.ship_datasets(cfg, os.path.dirname(os.path.abspath(path)))
+    return cfg
+
+
+def _validated_config(state, opts, path):
     raw = cfgmod.apply_overrides(cfgmod.load_yaml(path), opts)
     spec = capacity_spec(state, opts)
     if spec is None:
