@@ -49,27 +49,14 @@ fn start(name: &str, master_args: &[&str]) -> Run {
     let log_s = log.to_str().unwrap().to_string();
     sim_args.extend(["--log-requests", &log_s]);
     let (sim, sim_port) = start_sim(&dir, "sim", &sim_args);
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(&scenarios, SCENARIO).unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{sim_port}");
-    let mut args = vec![
-        "--host",
-        &host,
-        "--llm-scenarios",
-        scenarios.to_str().unwrap(),
-        "--expect-workers",
-        "1",
-    ];
-    args.extend(master_args);
-    let lf = root().join("locustfiles/llm.py");
-    let master = start_master(&dir, "master", &lf, mport, wport, &args, &[]);
-    let worker = start_worker(&dir, "worker", mport, &[], &[]);
+    let m = start_llm_master(&dir, &host, SCENARIO, 1, master_args);
+    let worker = start_worker(&dir, "worker", m.master_port, &[], &[]);
     Run {
         dir,
         sim_port,
-        web_port: wport,
-        master,
+        web_port: m.web_port,
+        master: m.proc,
         _worker: worker,
         _sim: sim,
     }

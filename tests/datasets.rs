@@ -145,30 +145,21 @@ fn run_and_check(name: &str, provider: &str, dataset: &str, file: &str, expected
     let data = dir.join("prompts.jsonl");
     std::fs::write(&data, file).unwrap();
     let dataset = dataset.replace("PATH", data.to_str().unwrap());
-    std::fs::write(
-        dir.join("scenarios.yaml"),
-        format!(
-            "scenarios:\n  - {{name: Data, provider: {provider}, model: m, prompt_length: 20, output_length: 4,\n     \
+    let yaml = format!(
+        "scenarios:\n  - {{name: Data, provider: {provider}, model: m, prompt_length: 20, output_length: 4,\n     \
              dataset: {dataset}}}\n"
-        ),
-    )
-    .unwrap();
-    let (mport, wport) = (free_port(), free_port());
+    );
     let host = format!("http://127.0.0.1:{sim_port}");
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(
         &dir,
-        "master",
-        &lf,
-        mport,
-        wport,
+        &host,
+        &yaml,
+        2,
         &[
-            "--host",
-            &host,
-            "--llm-scenarios",
-            "scenarios.yaml",
-            "--expect-workers",
-            "2",
             "--headless",
             "-u",
             "2",
@@ -181,7 +172,6 @@ fn run_and_check(name: &str, provider: &str, dataset: &str, file: &str, expected
             "--csv",
             "out",
         ],
-        &[],
     );
     let mut workers: Vec<Proc> = (0..2)
         .map(|i| start_worker(&dir, &format!("worker{i}"), mport, &[], &[]))
@@ -266,38 +256,14 @@ fn a_bad_dataset_line_stops_the_run_naming_file_line_and_field() {
         "{\"prompt\": \"fine\"}\n\n{\"promt\": \"typo\"}\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("scenarios.yaml"),
-        "scenarios:\n  - {name: Data, provider: openai-chat, model: m, prompt_length: 20, output_length: 4, \
-         dataset: {path: prompts.jsonl}}\n",
-    )
-    .unwrap();
-    let (mport, wport) = (free_port(), free_port());
+    let yaml = "scenarios:\n  - {name: Data, provider: openai-chat, model: m, prompt_length: 20, output_length: 4, \
+         dataset: {path: prompts.jsonl}}\n";
     let host = format!("http://127.0.0.1:{sim_port}");
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(
-        &dir,
-        "master",
-        &lf,
-        mport,
-        wport,
-        &[
-            "--host",
-            &host,
-            "--llm-scenarios",
-            "scenarios.yaml",
-            "--expect-workers",
-            "1",
-            "--headless",
-            "-u",
-            "1",
-            "-r",
-            "1",
-            "-t",
-            "20s",
-        ],
-        &[],
-    );
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(&dir, &host, yaml, 1, &["--headless", "-u", "1", "-r", "1", "-t", "20s"]);
     let mut worker = start_worker(&dir, "worker", mport, &[], &[]);
     let want = "scenario \"Data\": dataset prompts.jsonl line 3: unknown field `promt`";
     wait_for("the master to show the dataset error", Duration::from_secs(30), || {

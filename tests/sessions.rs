@@ -72,23 +72,18 @@ fn check_sessions(name: &str, provider: &str) {
             log.to_str().unwrap(),
         ],
     );
-    std::fs::write(dir.join("scenarios.yaml"), session_yaml(provider)).unwrap();
-    let (mport, wport) = (free_port(), free_port());
+    let yaml = session_yaml(provider);
     let host = format!("http://127.0.0.1:{sim_port}");
-    let lf = root().join("locustfiles/llm.py");
-    let mut master = start_master(
+    let LlmMaster {
+        proc: mut master,
+        master_port: mport,
+        ..
+    } = start_llm_master(
         &dir,
-        "master",
-        &lf,
-        mport,
-        wport,
+        &host,
+        &yaml,
+        1,
         &[
-            "--host",
-            &host,
-            "--llm-scenarios",
-            "scenarios.yaml",
-            "--expect-workers",
-            "1",
             "--headless",
             "-u",
             "2",
@@ -102,7 +97,6 @@ fn check_sessions(name: &str, provider: &str) {
             "--csv",
             "out",
         ],
-        &[],
     );
     let mut worker = start_worker(&dir, "worker", mport, &[], &[]);
     let logs = |m: &Proc, w: &Proc| {

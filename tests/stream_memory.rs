@@ -64,27 +64,12 @@ fn ten_thousand_open_streams_fit_in_28_kib_each() {
         "sim",
         &["--slots", "0", "--tpot-ms", "200", "--batch-slowdown", "0"],
     );
-    let scenarios = dir.join("scenarios.yaml");
-    std::fs::write(&scenarios, LONG_STREAMS).unwrap();
-    let (mport, wport) = (free_port(), free_port());
     let host = format!("http://127.0.0.1:{sim_port}");
-    let lf = root().join("locustfiles/llm.py");
-    let master = start_master(
-        &dir,
-        "master",
-        &lf,
-        mport,
-        wport,
-        &[
-            "--host",
-            &host,
-            "--llm-scenarios",
-            scenarios.to_str().unwrap(),
-            "--expect-workers",
-            "1",
-        ],
-        &[],
-    );
+    let LlmMaster {
+        proc: master,
+        master_port: mport,
+        web_port: wport,
+    } = start_llm_master(&dir, &host, LONG_STREAMS, 1, &[]);
     let worker = start_worker(&dir, "worker", mport, &[], &[("TOKENSWARM_LOG", "warn")]);
     let pid = worker.child.id();
     let logs = || {
