@@ -167,7 +167,13 @@ pub fn conversation_body(scenario: &Scenario, messages: &[(Role, &str)]) -> Resu
 /// output length is per record); Anthropic takes `system` messages in its
 /// top-level `system` field (joined by newlines).
 pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens: u64) -> Result<Bytes, LlmError> {
-    let mut system = Vec::new();
+    // Anthropic and Gemini take system text in a field of its own.
+    let system: Vec<&str> = messages
+        .iter()
+        .filter(|(role, _)| *role == Role::System)
+        .map(|(_, text)| *text)
+        .collect();
+    let turns = || messages.iter().filter(|(role, _)| *role != Role::System);
     let prompt = match scenario.provider {
         Provider::OpenaiChat => Value::Array(
             messages
@@ -176,15 +182,7 @@ pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens:
                 .collect(),
         ),
         Provider::Anthropic => Value::Array(
-            messages
-                .iter()
-                .filter(|(role, text)| {
-                    let sys = *role == Role::System;
-                    if sys {
-                        system.push(*text);
-                    }
-                    !sys
-                })
+            turns()
                 .map(|(role, text)| json!({"role": role.name(), "content": text}))
                 .collect(),
         ),
@@ -192,18 +190,9 @@ pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens:
             let texts: Vec<&str> = messages.iter().map(|(_, t)| *t).collect();
             Value::String(texts.join("\n"))
         }
-        // Gemini's roles are `user` and `model`; system text goes into
-        // `systemInstruction`.
+        // Gemini's roles are `user` and `model`.
         Provider::Gemini => Value::Array(
-            messages
-                .iter()
-                .filter(|(role, text)| {
-                    let sys = *role == Role::System;
-                    if sys {
-                        system.push(*text);
-                    }
-                    !sys
-                })
+            turns()
                 .map(|(role, text)| {
                     let role = if *role == Role::Assistant { "model" } else { "user" };
                     json!({"role": role, "parts": [{"text": text}]})
@@ -222,7 +211,7 @@ pub fn messages_body(scenario: &Scenario, messages: &[(Role, &str)], max_tokens:
             }
         }
     }
-    if !system.is_empty() {
+    if !system.is_empty() && matches!(scenario.provider, Provider::Anthropic | Provider::Gemini) {
         let (key, value) = if scenario.provider == Provider::Gemini {
             ("systemInstruction", json!({"parts": [{"text": system.join("\n")}]}))
         } else {

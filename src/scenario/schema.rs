@@ -93,6 +93,11 @@ pub const MAX_SEED: u64 = 1 << 53;
 /// Characters in a header name.
 pub const MAX_HEADER_CHARS: u64 = 256;
 
+/// [`TASK_PATTERN`]: printable ASCII without `"` or `\`, not empty.
+pub fn is_task_text(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\')
+}
+
 /// RFC 9110 `tchar`.
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c)
@@ -108,7 +113,7 @@ fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
         ENDPOINT_PATTERN => s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"),
         ENV_VAR_PATTERN => !s.is_empty() && !s.contains('='),
         HEADER_PATTERN => !s.is_empty() && s.chars().all(is_token_char),
-        TASK_PATTERN => !s.is_empty() && s.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'),
+        TASK_PATTERN => is_task_text(s),
         _ => return None,
     })
 }

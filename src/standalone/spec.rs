@@ -242,8 +242,8 @@ impl RunSuite {
             )));
         }
         if let Some(t) = &self.task {
-            let ok = |c: char| matches!(c, ' '..='~') && c != '"' && c != '\\';
-            if t.task.trim().is_empty() || t.task.len() > 1_000 || !t.task.chars().all(ok) {
+            let max = crate::scenario::schema::MAX_TASK_CHARS as usize;
+            if t.task.trim().is_empty() || t.task.len() > max || !crate::scenario::schema::is_task_text(&t.task) {
                 return Err(run_err(format!(
                     "field `task.task` has value {:?}; give the task sentence in up to 1,000 characters \
                      of printable ASCII without quotes or backslashes",
